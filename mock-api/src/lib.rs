@@ -1,0 +1,601 @@
+//! A mock of real paginated HTTP APIs, for `ingest`'s tests, demo and
+//! benchmarks. It serves the deterministic [`data::Dataset`] in every
+//! pagination style real APIs use, each on its own path:
+//!
+//! | path | style |
+//! | --- | --- |
+//! | `/posts?_page&_limit` (`_start`, `_end`) | JSONPlaceholder: bare array, `X-Total-Count`, `Link` |
+//! | `/posts/{id}/comments`, `/comments?postId=` | JSONPlaceholder children: bare array |
+//! | `/offset/posts?offset&limit` | envelope `{data, meta: {total, offset, limit}}` |
+//! | `/stripe/posts?limit&starting_after` | Stripe: `{object, data, has_more}` |
+//! | `/next/posts?limit&token` | next URL in the body (opaque token), `?absolute=1` for absolute URLs |
+//! | `/github/posts?page&per_page` | GitHub: bare array, RFC 8288 `Link` with absolute URLs |
+//! | `/slack/posts?limit&cursor` | Slack: `{ok, members, response_metadata: {next_cursor}}` |
+//! | `/hcursor/posts?limit&cursor` | bare array, next cursor in the `X-Next-Cursor` header |
+//! | `/loop/posts?limit&token` | like `/next/posts`, but page 3 points back at page 2 |
+//!
+//! Every list endpoint filters on `updated_since` (RFC 3339, inclusive) and on
+//! any query parameter named like a top-level field (`userId=3`), as real APIs
+//! do. The server logs every request it receives so tests can assert what was
+//! (and was not) asked; [`MockApi::set_delay`] slows every response.
+
+pub mod data;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+pub use data::Dataset;
+
+/// How a mock API is started.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Seed of the generated data.
+    pub seed: u64,
+    /// Number of posts.
+    pub posts: u64,
+    /// Comments per post.
+    pub comments_per_post: u64,
+    /// Delay added before every response.
+    pub delay: Duration,
+    /// Port on 127.0.0.1 (0 = any free port).
+    pub port: u16,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            posts: 100,
+            comments_per_post: 5,
+            delay: Duration::ZERO,
+            port: 0,
+        }
+    }
+}
+
+/// One request the mock API received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The path, without the query.
+    pub path: String,
+    /// The raw query string ("" when none).
+    pub query: String,
+    /// The request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Logged {
+    /// The value of one query parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        url_params(&self.query)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Requests kept in the log at most; the counter goes on past it.
+const LOG_CAP: usize = 200_000;
+
+struct Shared {
+    data: RwLock<Dataset>,
+    base: String,
+    delay_ms: AtomicU64,
+    served: AtomicU64,
+    log: Mutex<Vec<Logged>>,
+}
+
+/// A running mock API on 127.0.0.1. Dropping it stops the server.
+pub struct MockApi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MockApi {
+    /// Bind 127.0.0.1 and serve in a background task of the current runtime.
+    pub async fn start(cfg: MockConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            data: RwLock::new(Dataset::new(cfg.seed, cfg.posts, cfg.comments_per_post)),
+            base: format!("http://{addr}"),
+            delay_ms: AtomicU64::new(cfg.delay.as_millis() as u64),
+            served: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let app = router(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(tx),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of the data set as it is now.
+    pub fn dataset(&self) -> Dataset {
+        self.shared.data.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Change the data set (revise or add posts) while serving.
+    pub fn update(&self, f: impl FnOnce(&mut Dataset)) {
+        let mut guard = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    /// Requests received so far (the first [`LOG_CAP`]).
+    pub fn requests(&self) -> Vec<Logged> {
+        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Forget the request log.
+    pub fn clear_requests(&self) {
+        if let Ok(mut l) = self.shared.log.lock() {
+            l.clear();
+        }
+    }
+
+    /// Number of responses fully produced so far.
+    pub fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
+    }
+
+    /// Delay every response by this much from now on.
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Drop for MockApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+type S = Arc<Shared>;
+type Params = Query<HashMap<String, String>>;
+
+fn router(shared: S) -> Router {
+    Router::new()
+        .route("/posts", get(jsonplaceholder))
+        .route("/posts/{id}/comments", get(post_comments))
+        .route("/comments", get(comments_by_query))
+        .route("/offset/posts", get(offset_envelope))
+        .route("/stripe/posts", get(stripe))
+        .route("/next/posts", get(next_url))
+        .route("/loop/posts", get(looping))
+        .route("/github/posts", get(github))
+        .route("/slack/posts", get(slack))
+        .route("/hcursor/posts", get(header_cursor))
+        .layer(middleware::from_fn_with_state(shared.clone(), observe))
+        .with_state(shared)
+}
+
+/// Logs each request, applies the delay, counts served responses. Fault
+/// switches belong here too.
+async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
+    let logged = Logged {
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    };
+    if let Ok(mut l) = s.log.lock()
+        && l.len() < LOG_CAP
+    {
+        l.push(logged);
+    }
+    let delay = s.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let resp = next.run(req).await;
+    s.served.fetch_add(1, Ordering::SeqCst);
+    resp
+}
+
+fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Response> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            (StatusCode::BAD_REQUEST, Json400::msg(&format!("{key} must be a whole number"))).into_response()
+        }),
+    }
+}
+
+struct Json400;
+impl Json400 {
+    fn msg(m: &str) -> axum::Json<Value> {
+        axum::Json(json!({ "error": m }))
+    }
+}
+
+/// The ids of the posts a query selects, in order.
+enum Selection {
+    /// All ids in this inclusive range (no filter: no scan).
+    Range(u64, u64),
+    Ids(Vec<u64>),
+}
+
+impl Selection {
+    fn len(&self) -> u64 {
+        match self {
+            Selection::Range(lo, hi) => (hi + 1).saturating_sub(*lo),
+            Selection::Ids(v) => v.len() as u64,
+        }
+    }
+    fn slice(&self, offset: u64, limit: u64) -> Vec<u64> {
+        match self {
+            Selection::Range(lo, hi) => {
+                let start = lo.saturating_add(offset);
+                let end = start.saturating_add(limit).min(hi + 1);
+                (start..end).collect()
+            }
+            Selection::Ids(v) => v.iter().skip(offset as usize).take(limit as usize).copied().collect(),
+        }
+    }
+    /// Position just after the post with this id.
+    fn after(&self, id: u64) -> u64 {
+        match self {
+            Selection::Range(lo, hi) => id.clamp(lo - 1, *hi) + 1 - lo,
+            Selection::Ids(v) => v.partition_point(|x| *x <= id) as u64,
+        }
+    }
+}
+
+/// Parameters that steer paging and are never field filters.
+const CONTROL: &[&str] = &[
+    "_page", "_limit", "_start", "_end", "offset", "limit", "starting_after", "token", "page", "per_page",
+    "cursor", "absolute", "updated_since",
+];
+
+fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
+    let since = q.get("updated_since");
+    let filters: Vec<(&String, &String)> = q.iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())).collect();
+    if since.is_none() && filters.is_empty() {
+        return Selection::Range(1, d.posts);
+    }
+    let ids = (1..=d.posts)
+        .filter(|&id| {
+            let post = d.post(id);
+            since.is_none_or(|s| post["updatedAt"].as_str().is_some_and(|u| u >= s.as_str()))
+                && filters.iter().all(|(k, v)| match &post[k.as_str()] {
+                    Value::String(s) => s == *v,
+                    Value::Null => false,
+                    other => other.to_string() == **v,
+                })
+        })
+        .collect();
+    Selection::Ids(ids)
+}
+
+fn posts_json(d: &Dataset, ids: &[u64]) -> Value {
+    Value::Array(ids.iter().map(|&id| d.post(id)).collect())
+}
+
+fn header(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn read(s: &S) -> std::sync::RwLockReadGuard<'_, Dataset> {
+    s.data.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps every query parameter but the ones replaced.
+fn with_params(path: &str, q: &HashMap<String, String>, set: &[(&str, String)]) -> String {
+    let mut pairs: Vec<(String, String)> = q
+        .iter()
+        .filter(|(k, _)| !set.iter().any(|(s, _)| s == k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    pairs.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    pairs.sort();
+    let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    format!("{path}?{qs}")
+}
+
+fn url_params(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// JSONPlaceholder: `_page`/`_limit` or `_start`/`_end`/`_limit`; without
+/// any, the whole list. `X-Total-Count` always; `Link` when paged.
+async fn jsonplaceholder(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let sel = select(&d, &q);
+    let total = sel.len();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-total-count", header(&total.to_string()));
+    let ids = if q.contains_key("_page") {
+        let (page, limit) = match (num(&q, "_page", 1), num(&q, "_limit", 10)) {
+            (Ok(p), Ok(l)) => (p.max(1), l),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        let last = total.div_ceil(limit.max(1)).max(1);
+        let link = |p: u64, rel: &str| {
+            format!(
+                "<{}{}>; rel=\"{rel}\"",
+                s.base,
+                with_params("/posts", &q, &[("_page", p.to_string())])
+            )
+        };
+        let mut links = vec![link(1, "first")];
+        if page > 1 {
+            links.push(link(page - 1, "prev"));
+        }
+        if page < last {
+            links.push(link(page + 1, "next"));
+        }
+        links.push(link(last, "last"));
+        headers.insert("link", header(&links.join(", ")));
+        sel.slice((page - 1) * limit, limit)
+    } else {
+        let start = match num(&q, "_start", 0) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let end = match (num(&q, "_end", u64::MAX), num(&q, "_limit", u64::MAX)) {
+            (Ok(e), Ok(l)) => e.min(start.saturating_add(l)),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        sel.slice(start, end.saturating_sub(start))
+    };
+    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+}
+
+async fn post_comments(State(s): State<S>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return (StatusCode::NOT_FOUND, Json400::msg("no such post")).into_response();
+    };
+    let d = read(&s);
+    if id == 0 || id > d.posts {
+        return (StatusCode::NOT_FOUND, Json400::msg("no such post")).into_response();
+    }
+    axum::Json(Value::Array(d.comments_of(id))).into_response()
+}
+
+async fn comments_by_query(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let post = match num(&q, "postId", 0) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let all: Vec<Value> = if post > 0 {
+        d.comments_of(post)
+    } else {
+        (1..=d.posts).flat_map(|p| d.comments_of(p)).collect()
+    };
+    axum::Json(Value::Array(all)).into_response()
+}
+
+async fn offset_envelope(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let (offset, limit) = match (num(&q, "offset", 0), num(&q, "limit", 20)) {
+        (Ok(o), Ok(l)) => (o, l.min(1000)),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let sel = select(&d, &q);
+    let ids = sel.slice(offset, limit);
+    axum::Json(json!({
+        "data": posts_json(&d, &ids),
+        "meta": { "total": sel.len(), "offset": offset, "limit": limit },
+    }))
+    .into_response()
+}
+
+async fn stripe(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let limit = match num(&q, "limit", 10) {
+        Ok(l) => l.clamp(1, 100),
+        Err(e) => return e,
+    };
+    let sel = select(&d, &q);
+    let start = match q.get("starting_after") {
+        None => 0,
+        Some(v) => match v.parse::<u64>() {
+            Ok(id) => sel.after(id),
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, Json400::msg("starting_after must be an object id")).into_response();
+            }
+        },
+    };
+    let ids = sel.slice(start, limit);
+    let has_more = start + (ids.len() as u64) < sel.len();
+    axum::Json(json!({
+        "object": "list",
+        "url": "/v1/posts",
+        "has_more": has_more,
+        "data": posts_json(&d, &ids),
+    }))
+    .into_response()
+}
+
+/// An opaque token for an offset, as real APIs hand out.
+fn token(offset: u64) -> String {
+    format!("tk_{:x}", offset ^ 0x5bd1_e995)
+}
+
+fn untoken(t: &str) -> Option<u64> {
+    t.strip_prefix("tk_")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .map(|v| v ^ 0x5bd1_e995)
+}
+
+fn offset_from_token(q: &HashMap<String, String>) -> Result<u64, Response> {
+    match q.get("token") {
+        None => Ok(0),
+        Some(t) => untoken(t).ok_or_else(|| {
+            (StatusCode::BAD_REQUEST, Json400::msg("invalid or expired token")).into_response()
+        }),
+    }
+}
+
+async fn next_url(State(s): State<S>, Query(q): Params) -> Response {
+    next_like(&s, &q, "/next/posts", false)
+}
+
+async fn looping(State(s): State<S>, Query(q): Params) -> Response {
+    next_like(&s, &q, "/loop/posts", true)
+}
+
+fn next_like(s: &S, q: &HashMap<String, String>, path: &str, loops: bool) -> Response {
+    let d = read(s);
+    let (offset, limit) = match (offset_from_token(q), num(q, "limit", 10)) {
+        (Ok(o), Ok(l)) => (o, l.clamp(1, 1000)),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let sel = select(&d, q);
+    let ids = sel.slice(offset, limit);
+    let mut next_offset = offset + limit;
+    if loops && offset == 2 * limit {
+        // page 3 sends the client back to page 2
+        next_offset = limit;
+    }
+    let next = if next_offset < sel.len() {
+        let rel = with_params(path, q, &[("token", token(next_offset))]);
+        let url = if q.contains_key("absolute") { format!("{}{rel}", s.base) } else { rel };
+        Value::String(url)
+    } else {
+        Value::Null
+    };
+    axum::Json(json!({ "count": sel.len(), "next": next, "results": posts_json(&d, &ids) })).into_response()
+}
+
+async fn github(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let (page, per_page) = match (num(&q, "page", 1), num(&q, "per_page", 30)) {
+        (Ok(p), Ok(l)) => (p.max(1), l.clamp(1, 100)),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let sel = select(&d, &q);
+    let last = sel.len().div_ceil(per_page).max(1);
+    let link = |p: u64, rel: &str| {
+        format!(
+            "<{}{}>; rel=\"{rel}\"",
+            s.base,
+            with_params("/github/posts", &q, &[("page", p.to_string())])
+        )
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(link(page + 1, "next"));
+        links.push(link(last, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+        links.push(link(page - 1, "prev"));
+    }
+    let mut headers = HeaderMap::new();
+    if !links.is_empty() {
+        headers.insert("link", header(&links.join(", ")));
+    }
+    let ids = sel.slice((page - 1) * per_page, per_page);
+    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+}
+
+async fn slack(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let limit = match num(&q, "limit", 100) {
+        Ok(l) => l.clamp(1, 1000),
+        Err(e) => return e,
+    };
+    let offset = match q.get("cursor").map(String::as_str) {
+        None | Some("") => 0,
+        Some(c) => match untoken(c) {
+            Some(o) => o,
+            None => return (StatusCode::BAD_REQUEST, axum::Json(json!({"ok": false, "error": "invalid_cursor"}))).into_response(),
+        },
+    };
+    let sel = select(&d, &q);
+    let ids = sel.slice(offset, limit);
+    let next = if offset + limit < sel.len() { token(offset + limit) } else { String::new() };
+    axum::Json(json!({
+        "ok": true,
+        "members": posts_json(&d, &ids),
+        "response_metadata": { "next_cursor": next },
+    }))
+    .into_response()
+}
+
+async fn header_cursor(State(s): State<S>, Query(q): Params) -> Response {
+    let d = read(&s);
+    let limit = match num(&q, "limit", 10) {
+        Ok(l) => l.clamp(1, 1000),
+        Err(e) => return e,
+    };
+    let offset = match q.get("cursor") {
+        None => 0,
+        Some(c) => match untoken(c) {
+            Some(o) => o,
+            None => return (StatusCode::BAD_REQUEST, Json400::msg("invalid cursor")).into_response(),
+        },
+    };
+    let sel = select(&d, &q);
+    let ids = sel.slice(offset, limit);
+    let mut headers = HeaderMap::new();
+    if offset + limit < sel.len() {
+        headers.insert("x-next-cursor", header(&token(offset + limit)));
+    }
+    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_round_trip() {
+        let mut q = HashMap::new();
+        q.insert("a b".to_string(), "x&y=z".to_string());
+        let url = with_params("/p", &q, &[("token", token(7))]);
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let back: HashMap<String, String> = url_params(query).into_iter().collect();
+        assert_eq!(back.get("a b").map(String::as_str), Some("x&y=z"));
+        assert_eq!(back.get("token").and_then(|t| untoken(t)), Some(7));
+    }
+
+    #[test]
+    fn selection_after() {
+        let r = Selection::Range(1, 10);
+        assert_eq!(r.after(3), 3);
+        assert_eq!(r.after(10), 10);
+        assert_eq!(r.slice(8, 5), vec![9, 10]);
+        let ids = Selection::Ids(vec![2, 4, 6]);
+        assert_eq!(ids.after(4), 2);
+        assert_eq!(ids.after(5), 2);
+    }
+}

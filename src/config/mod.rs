@@ -1,0 +1,508 @@
+//! The pipeline file: TOML into typed config, with every error pointing at
+//! file, line, column and key, before any request is sent.
+//!
+//! Loading goes: read → parse (toml's span-carrying tree) → `--set` overrides
+//! → env interpolation → `kind` rewrite ([`tree`]) → serde into the types of
+//! this module (`deny_unknown_fields` everywhere) → checks serde cannot do
+//! (URLs, identifiers, what `merge` needs, jq programs).
+
+pub mod pagination;
+pub mod sink;
+pub mod source;
+pub mod transform;
+mod tree;
+pub mod values;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::redact::Secrets;
+pub use pagination::{PaginationConfig, PaginationKind};
+pub use sink::{ColumnType, SinkConfig, SqliteSinkConfig, WriteMode};
+pub use source::{HttpSourceConfig, SourceConfig};
+pub use transform::TransformConfig;
+
+/// A loaded, checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// `name`, or the file stem.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The source.
+    pub source: HttpSourceConfig,
+    /// Transforms, in order.
+    pub transforms: Vec<TransformConfig>,
+    /// The sink.
+    pub sink: SqliteSinkConfig,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Values that must never be printed.
+    pub secrets: Secrets,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    source: SourceConfig,
+    #[serde(default, rename = "transform")]
+    transforms: Vec<TransformConfig>,
+    sink: SinkConfig,
+}
+
+/// A pipeline file or command line that cannot be used (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: cannot read the pipeline file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something at a place in the file.
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
+    /// A `--set` argument.
+    #[error("--set {arg}: {message}")]
+    Override {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another command-line value.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// An error at a place in a pipeline file.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (characters).
+    pub column: usize,
+    /// The dotted key the error is about, when known.
+    pub key: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+    /// The line of the file, for display.
+    pub source_line: String,
+    /// How many characters to underline.
+    pub width: usize,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        writeln!(f, "{}", self.message)?;
+        let n = self.line.to_string();
+        let pad = " ".repeat(n.len());
+        writeln!(f, "{pad} |")?;
+        writeln!(f, "{n} | {}", self.source_line)?;
+        write!(
+            f,
+            "{pad} | {}{}",
+            " ".repeat(self.column.saturating_sub(1)),
+            "^".repeat(self.width.max(1))
+        )
+    }
+}
+
+/// What a load takes besides the file.
+pub struct LoadOptions<'a> {
+    /// `--set KEY=VALUE` arguments, applied in order.
+    pub overrides: &'a [String],
+    /// Environment lookup (tests pass their own).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        Self {
+            overrides: &[],
+            env: &process_env,
+        }
+    }
+}
+
+/// The sections whose `kind` selects a variant, deepest first, with the
+/// keys that stay beside the kind.
+const KINDED: &[(&[&str], &[&str])] = &[
+    (&["source", "pagination"], pagination::COMMON_KEYS),
+    (&["source", "auth"], &[]),
+    (&["source", "partition"], &[]),
+    (&["source"], &[]),
+    (&["transform", "[]"], &[]),
+    (&["sink"], &[]),
+];
+
+/// Load and check a pipeline file.
+pub fn load(path: &Path, opts: &LoadOptions<'_>) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path, opts)
+}
+
+/// Load a pipeline from text (`path` names it in errors).
+pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipeline, ConfigError> {
+    // overrides are parsed as TOML lines of their own; they live past the end
+    // of the file in span space, so an error in one names the `--set` argument
+    let lines: Vec<String> = opts
+        .overrides
+        .iter()
+        .map(|arg| override_line(arg))
+        .collect::<Result<_, _>>()?;
+    let mut ctx = Ctx {
+        file: path,
+        text,
+        overrides: Vec::new(),
+        secrets: Secrets::default(),
+    };
+    let mut root = DeTable::parse(text)
+        .map_err(|e| ctx.at(e.span().unwrap_or(0..0), None, e.message().to_string()))?
+        .into_inner();
+    let mut offset = text.len() + 1;
+    for (line, arg) in lines.iter().zip(opts.overrides) {
+        let parsed = DeTable::parse(line).map_err(|e| ConfigError::Override {
+            arg: arg.clone(),
+            message: e.message().to_string(),
+        })?;
+        tree::merge(&mut root, tree::shift(parsed.into_inner(), offset));
+        ctx.overrides.push((offset..offset + line.len(), arg.clone()));
+        offset += line.len() + 1;
+    }
+
+    let found = tree::interpolate(&mut root, opts.env).map_err(|e| ctx.tree_err(&root, e))?;
+    ctx.secrets = Secrets::new(found);
+
+    let original = root.clone();
+    for (path, common) in KINDED {
+        tree::rewrite_kinds(&mut root, path, common).map_err(|e| ctx.tree_err(&original, e))?;
+    }
+    let de = toml::de::Deserializer::from(Spanned::new(0..text.len(), root));
+    let raw = RawPipeline::deserialize(de).map_err(|e| ctx.serde_err(&original, e))?;
+
+    let SourceConfig::Http(source) = raw.source;
+    let SinkConfig::Sqlite(sink) = raw.sink;
+    let name = raw.name.unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    });
+    let secrets = ctx.secrets.with(source.auth.secrets());
+    let pipeline = Pipeline {
+        name,
+        description: raw.description,
+        source: *source,
+        transforms: raw.transforms,
+        sink,
+        file: path.to_path_buf(),
+        secrets: secrets.clone(),
+    };
+    let ctx = Ctx { secrets, ..ctx };
+    check(&pipeline, &ctx, &original)?;
+    Ok(pipeline)
+}
+
+/// `KEY=VALUE` as the TOML line `KEY = VALUE`; a VALUE that is not a TOML
+/// value is taken as a string (`--set sink.table=posts2`).
+fn override_line(arg: &str) -> Result<String, ConfigError> {
+    let bad = |message: String| ConfigError::Override {
+        arg: arg.to_string(),
+        message,
+    };
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("write KEY=VALUE, like `source.params.userId=3`".into()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(bad("the key is empty; write KEY=VALUE, like `sink.table=posts`".into()));
+    }
+    let literal = format!("{key} = {value}");
+    if DeTable::parse(&literal).is_ok() {
+        return Ok(literal);
+    }
+    let quoted = format!("{key} = {}", toml_string(value));
+    if DeTable::parse(&quoted).is_ok() {
+        return Ok(quoted);
+    }
+    Err(bad(format!(
+        "`{key}` is not a key path: write dotted keys, quoting ones with dots or spaces (`source.headers.\"X-Api\"`)"
+    )))
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Everything an error needs to point at the right place.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    overrides: Vec<(Range<usize>, String)>,
+    secrets: Secrets,
+}
+
+impl Ctx<'_> {
+    fn at(&self, span: Range<usize>, key: Option<String>, message: String) -> ConfigError {
+        let message = self.secrets.redact(&message);
+        if span.start > self.text.len() {
+            let arg = self
+                .overrides
+                .iter()
+                .find(|(r, _)| r.contains(&span.start) || r.end == span.start)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default();
+            return ConfigError::Override {
+                arg,
+                message: match key {
+                    Some(k) => format!("{k}: {message}"),
+                    None => message,
+                },
+            };
+        }
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = self.text[line_start..start].chars().count() + 1;
+        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
+        let source_line = self.text[line_start..line_end].trim_end_matches('\r').to_string();
+        let end = span.end.clamp(start, line_end);
+        let width = self.text[start..end].chars().count();
+        ConfigError::Invalid(Box::new(Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key,
+            message,
+            source_line,
+            width,
+        }))
+    }
+
+    fn tree_err(&self, tree: &DeTable<'_>, e: tree::TreeError) -> ConfigError {
+        let key = tree::key_at(tree, e.span.start);
+        self.at(e.span, key, e.message)
+    }
+
+    fn serde_err(&self, tree: &DeTable<'_>, e: toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let mut key = tree::key_at(tree, span.start);
+        let message = polish(e.message(), &mut key);
+        self.at(span, key, message)
+    }
+
+    /// An error about the value of a dotted key (for checks after serde).
+    fn key(&self, tree: &DeTable<'_>, key: &str, message: impl Into<String>) -> ConfigError {
+        let span = span_of(tree, key).unwrap_or(0..0);
+        self.at(span, Some(key.to_string()), message.into())
+    }
+}
+
+/// The span of the value at a dotted key (`transform[2].expr`), if the file has it.
+fn span_of(tree: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+    let mut table = tree;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let mut v = table.get(name)?;
+        if let Some(i) = index {
+            v = match v.get_ref() {
+                DeValue::Array(a) => a.get(i)?,
+                _ => return None,
+            };
+        }
+        if parts.peek().is_none() {
+            return Some(v.span());
+        }
+        table = v.get_ref().as_table()?;
+    }
+    None
+}
+
+/// Turn serde's wording into the user's: keys, kinds, and what is allowed.
+fn polish(message: &str, key: &mut Option<String>) -> String {
+    let list = |s: &str| s.replace('`', "").replace(" or ", ", ");
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, allowed) = rest.split_once('`').unwrap_or((rest, ""));
+        let allowed = allowed.trim_start_matches(", expected one of ").trim_start_matches(", expected ");
+        let mut allowed = list(allowed);
+        if key.as_deref().is_some_and(|k| k.starts_with("source.pagination")) {
+            allowed = format!("{allowed}, {}", pagination::COMMON_KEYS.join(", "));
+        }
+        if allowed.contains("there are no fields") || allowed.is_empty() {
+            return format!("unknown key `{field}`; this table takes no keys besides `kind`");
+        }
+        return format!("unknown key `{field}`; allowed here: {allowed}");
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (variant, allowed) = rest.split_once('`').unwrap_or((rest, ""));
+        let allowed = list(allowed.trim_start_matches(", expected one of ").trim_start_matches(", expected "));
+        if variant == tree::NO_KIND {
+            if let Some(k) = key.as_mut() {
+                k.push_str(".kind");
+            }
+            return format!("missing key `kind`; expected one of: {allowed}");
+        }
+        return format!("unknown value `{variant}`; expected one of: {allowed}");
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        *key = Some(match key.take() {
+            Some(k) if !k.is_empty() => format!("{k}.{field}"),
+            _ => field.to_string(),
+        });
+        return format!("missing key `{field}`, which is required here");
+    }
+    message
+        .trim_end()
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u64", "expected a whole number")
+        .replace("expected u32", "expected a whole number")
+        .replace("expected u16", "expected a whole number")
+        .replace("expected i64", "expected an integer")
+        .replace("expected f32", "expected a number")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+}
+
+/// SQLite identifiers we create: letters, digits, `_`; not our own or SQLite's.
+pub fn check_table_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!(
+            "`{name}` is not a table name: use letters, digits and `_`, starting with a letter, at most 64 characters"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("_ingest") || lower.starts_with("sqlite_") {
+        return Err(format!("`{name}` is reserved (`_ingest*` and `sqlite_*` tables belong to ingest and SQLite)"));
+    }
+    Ok(())
+}
+
+fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
+    let s = &p.source;
+    match url::Url::parse(&s.base_url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        Ok(u) => {
+            return Err(ctx.key(tree, "source.base_url", format!("scheme `{}` is not supported; use http or https", u.scheme())));
+        }
+        Err(e) => {
+            return Err(ctx.key(
+                tree,
+                "source.base_url",
+                format!("`{}` is not a URL ({e}); write it like \"https://api.example.com\"", s.base_url),
+            ));
+        }
+    }
+    if s.concurrency == 0 {
+        return Err(ctx.key(tree, "source.concurrency", "must be at least 1"));
+    }
+    if s.timeout.is_zero() {
+        return Err(ctx.key(tree, "source.timeout", "must be longer than zero"));
+    }
+    if s.body.is_some() && s.method == source::Method::Get {
+        return Err(ctx.key(tree, "source.body", "a body needs `method = \"POST\"`"));
+    }
+    for (name, value) in &s.headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ctx.key(tree, "source.headers", format!("`{name}` is not a header name")));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(ctx.key(tree, &format!("source.headers.{name}"), "a header value is visible ASCII text"));
+        }
+    }
+    if s.retry.max_attempts == 0 {
+        return Err(ctx.key(tree, "source.retry.max_attempts", "must be at least 1 (the first try counts)"));
+    }
+    if !(s.retry.multiplier >= 1.0) {
+        return Err(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
+    }
+    let pg = &s.pagination;
+    if pg.max_pages == Some(0) {
+        return Err(ctx.key(tree, "source.pagination.max_pages", "must be at least 1"));
+    }
+    match &pg.kind {
+        PaginationKind::PageNumber(k) if k.size == Some(0) => {
+            return Err(ctx.key(tree, "source.pagination.size", "must be at least 1"));
+        }
+        PaginationKind::PageNumber(k) if k.size.is_some() && k.size_param.is_none() => {
+            return Err(ctx.key(tree, "source.pagination.size", "`size` needs `size_param`, the query parameter that carries it"));
+        }
+        PaginationKind::Offset(k) if k.limit == 0 => {
+            return Err(ctx.key(tree, "source.pagination.limit", "must be at least 1"));
+        }
+        _ => {}
+    }
+
+    let k = &p.sink;
+    check_table_name(&k.table).map_err(|m| ctx.key(tree, "sink.table", m))?;
+    if k.batch_size == 0 {
+        return Err(ctx.key(tree, "sink.batch_size", "must be at least 1"));
+    }
+    if k.write == WriteMode::Merge && k.primary_key.is_empty() {
+        let at = if span_of(tree, "sink.write").is_some() { "sink.write" } else { "sink" };
+        return Err(ctx.key(tree, at, "`write = \"merge\"` needs `primary_key`, the fields that identify a record"));
+    }
+    for (i, c) in k.primary_key.iter().enumerate() {
+        if c.is_empty() {
+            return Err(ctx.key(tree, "sink.primary_key", format!("column {} of the primary key is empty", i + 1)));
+        }
+    }
+    for name in k.columns.keys() {
+        if name.is_empty() || name.to_ascii_lowercase().starts_with("_ingest") {
+            return Err(ctx.key(tree, "sink.columns", format!("`{name}` cannot be a column name")));
+        }
+    }
+    if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
+        return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! `[sink]`: where records go. Only `kind = "sqlite"` exists today.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The `[sink]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// A table in a SQLite file.
+    Sqlite(SqliteSinkConfig),
+}
+
+fn batch() -> usize {
+    1000
+}
+
+/// `kind = "sqlite"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSinkConfig {
+    /// The database file (relative to the working directory); created if missing.
+    pub path: PathBuf,
+    /// The table.
+    pub table: String,
+    /// How rows are written.
+    #[serde(default)]
+    pub write: WriteMode,
+    /// Required for merge.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Records per transaction, at most (a page is never split across two).
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    /// Declared column types (others are inferred).
+    #[serde(default)]
+    pub columns: IndexMap<String, ColumnType>,
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// INSERT every record.
+    #[default]
+    Append,
+    /// Upsert on `primary_key`.
+    Merge,
+    /// Load a staging table, swap it in at the end.
+    Replace,
+}
+
+/// Column types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// 64-bit integer.
+    Integer,
+    /// 64-bit float.
+    Real,
+    /// UTF-8 text.
+    Text,
+    /// Stored as 0/1.
+    Boolean,
+    /// Stored as JSON text.
+    Json,
+    /// Stored as text, as given (RFC 3339 expected).
+    Timestamp,
+}
+
+impl ColumnType {
+    /// The SQLite declared type. JSON and timestamps are TEXT: a declared type
+    /// of `JSON` would get NUMERIC affinity and turn `"123"` into 123.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Integer | ColumnType::Boolean => "INTEGER",
+            ColumnType::Real => "REAL",
+            ColumnType::Text | ColumnType::Json | ColumnType::Timestamp => "TEXT",
+        }
+    }
+
+    /// The name used in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Integer => "integer",
+            ColumnType::Real => "real",
+            ColumnType::Text => "text",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Json => "json",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! `[source]`: where records come from. Only `kind = "http"` exists today; a
+//! new kind is a new variant of [`SourceConfig`].
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::pagination::PaginationConfig;
+use super::values::{FieldPath, RateLimit, Scalar};
+
+/// The `[source]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A paginated HTTP API.
+    Http(Box<HttpSourceConfig>),
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+/// `kind = "http"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSourceConfig {
+    /// Scheme, host and optional base path.
+    pub base_url: String,
+    /// Appended to `base_url`; may hold `{placeholders}` filled by partitions.
+    #[serde(default)]
+    pub path: String,
+    /// GET or POST.
+    #[serde(default)]
+    pub method: Method,
+    /// Query parameters sent on every request.
+    #[serde(default)]
+    pub params: IndexMap<String, Scalar>,
+    /// Headers sent on every request.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// JSON body (POST).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Where the record array is in the body ("" = the body itself).
+    #[serde(default)]
+    pub records: FieldPath,
+    /// Per request.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests in flight for this source, at most.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Requests per second or minute across all concurrent requests.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// How requests authenticate.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// How the walk goes from one page to the next.
+    #[serde(default)]
+    pub pagination: PaginationConfig,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Incremental syncs: only what changed since the last mark.
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
+    /// One walk per value or window.
+    #[serde(default)]
+    pub partition: Option<PartitionConfig>,
+    /// What a page that fails for good does to the run.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// The HTTP method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Method {
+    /// GET (the default).
+    #[default]
+    #[serde(rename = "GET", alias = "get")]
+    Get,
+    /// POST, with `body` as JSON.
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+}
+
+/// `[source.auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// No authentication.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(BearerAuth),
+    /// HTTP basic auth.
+    Basic(BasicAuth),
+    /// A key in a header or a query parameter.
+    ApiKey(ApiKeyAuth),
+}
+
+/// `kind = "bearer"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    /// The token.
+    pub token: String,
+}
+
+/// `kind = "basic"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password (may be empty).
+    #[serde(default)]
+    pub password: String,
+}
+
+/// `kind = "api_key"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyAuth {
+    /// Header or query parameter name.
+    pub name: String,
+    /// The key.
+    pub value: String,
+    /// Where it goes.
+    #[serde(default, rename = "in")]
+    pub location: ApiKeyIn,
+}
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyIn {
+    /// A request header.
+    #[default]
+    Header,
+    /// A query parameter.
+    Query,
+}
+
+impl AuthConfig {
+    /// The secret material, to be masked wherever text leaves the process.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            AuthConfig::None => vec![],
+            AuthConfig::Bearer(b) => vec![b.token.clone()],
+            AuthConfig::Basic(b) => {
+                use base64::Engine;
+                let credential = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", b.username, b.password));
+                vec![b.password.clone(), credential]
+            }
+            AuthConfig::ApiKey(k) => vec![k.value.clone()],
+        }
+    }
+}
+
+fn d_attempts() -> u32 {
+    6
+}
+fn d_initial() -> Duration {
+    Duration::from_millis(250)
+}
+fn d_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_mult() -> f32 {
+    2.0
+}
+fn d_true() -> bool {
+    true
+}
+fn d_statuses() -> Vec<u16> {
+    vec![408, 429, 500, 502, 503, 504]
+}
+
+/// `[source.retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included.
+    #[serde(default = "d_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    #[serde(default = "d_initial", with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Longest delay, also the cap on `Retry-After`.
+    #[serde(default = "d_max", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Growth of the delay per attempt.
+    #[serde(default = "d_mult")]
+    pub multiplier: f32,
+    /// Full jitter.
+    #[serde(default = "d_true")]
+    pub jitter: bool,
+    /// Statuses that are retried (plus connect errors and timeouts).
+    #[serde(default = "d_statuses")]
+    pub on_status: Vec<u16>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: d_attempts(),
+            initial_delay: d_initial(),
+            max_delay: d_max(),
+            multiplier: d_mult(),
+            jitter: true,
+            on_status: d_statuses(),
+        }
+    }
+}
+
+/// `[source.incremental]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Dotted path of the cursor in each record.
+    pub cursor_field: FieldPath,
+    /// Query parameter that carries the last mark.
+    pub param: String,
+    /// The mark of the first run.
+    pub initial: Scalar,
+    /// Re-read this much before the mark.
+    #[serde(default, with = "humantime_serde")]
+    pub lookback: Option<Duration>,
+}
+
+/// `[source.partition]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionConfig {
+    /// One walk per listed value.
+    List(ListPartition),
+    /// One walk per integer.
+    Range(RangePartition),
+    /// One walk per date window.
+    Dates(DatesPartition),
+    /// One walk per row of a query on the sink database.
+    Query(QueryPartition),
+}
+
+/// `kind = "list"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListPartition {
+    /// Query parameter (or use `{value}`).
+    #[serde(default)]
+    pub param: Option<String>,
+    /// The values.
+    pub values: Vec<Scalar>,
+}
+
+/// `kind = "range"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangePartition {
+    /// Query parameter (or use `{value}`).
+    #[serde(default)]
+    pub param: Option<String>,
+    /// First value.
+    pub start: i64,
+    /// Last value (inclusive).
+    pub end: i64,
+    /// Step.
+    #[serde(default = "one")]
+    pub step: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// `kind = "dates"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatesPartition {
+    /// Date, RFC 3339 or `now`.
+    pub start: String,
+    /// Date, RFC 3339 or `now`.
+    #[serde(default = "now")]
+    pub end: String,
+    /// Window length.
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+    /// Query parameter of the window start.
+    #[serde(default)]
+    pub start_param: Option<String>,
+    /// Query parameter of the window end.
+    #[serde(default)]
+    pub end_param: Option<String>,
+    /// strftime format of the bounds (RFC 3339 by default).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+fn now() -> String {
+    "now".into()
+}
+
+/// `kind = "query"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryPartition {
+    /// A SELECT on the sink database.
+    pub sql: String,
+}
+
+/// What a page that fails for good does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The run fails (state kept; a rerun resumes).
+    #[default]
+    Fail,
+    /// The page is recorded in `_ingest_rejects` and the walk goes on.
+    Skip,
+}

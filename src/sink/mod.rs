@@ -1,0 +1,3 @@
+//! Sinks.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError { #[error("busy")] Busy { pipeline: String } }

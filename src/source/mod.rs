@@ -1,0 +1,3 @@
+//! Sources.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError { #[error("x")] X }
