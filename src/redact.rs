@@ -59,7 +59,10 @@ mod tests {
     fn masks_plain_and_encoded() {
         let s = Secrets::new(["s3cr3t token".to_string(), "x".to_string()]);
         assert_eq!(s.redact("Bearer s3cr3t token"), "Bearer ***");
-        assert_eq!(s.redact("https://h/?key=s3cr3t+token"), "https://h/?key=***");
+        assert_eq!(
+            s.redact("https://h/?key=s3cr3t+token"),
+            "https://h/?key=***"
+        );
         assert_eq!(s.redact("x marks"), "x marks");
     }
 }

@@ -1,1 +1,457 @@
-//! run
+//! Runs a pipeline: wires the source, the transforms and the sink into
+//! backpressured streams, handles shutdown signals, and reports.
+//!
+//! ```text
+//! producer task: Source::walk ──▶ bounded channel (CHANNEL_PAGES) ──▶ consumer:
+//!   transforms per page ──▶ batch of whole pages ──▶ SqliteSink::write (one transaction)
+//! ```
+//! The producer reserves a channel slot *before* it asks the source for the
+//! next page, so pages fetched but not yet written never exceed the channel
+//! capacity plus the source's in-flight requests plus the batch being
+//! written. A batch holds whole pages only: a page is never split across two
+//! transactions, so its resume point is exact.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Pipeline;
+use crate::error::{ConfigError, Error};
+use crate::sink::sqlite::SqliteSink;
+use crate::sink::{Batch, Reject};
+use crate::source::{Page, Partition, Resume, Source, SourceMetrics};
+use crate::transform::Chain;
+
+/// Pages buffered between the source and the sink.
+pub const CHANNEL_PAGES: usize = 8;
+/// A partial batch is committed when no page arrives for this long, so a
+/// slow API still gets its progress saved often.
+pub const LINGER: Duration = Duration::from_millis(200);
+
+/// A request to stop: the signal's name and the exit code it maps to.
+pub type Stop = (&'static str, i32);
+
+/// Tells the run to stop fetching (first SIGINT/SIGTERM).
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<Option<Stop>>);
+
+impl Shutdown {
+    /// A shutdown that never comes, and the sender that can trigger it.
+    pub fn manual() -> (watch::Sender<Option<Stop>>, Self) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Self(rx))
+    }
+
+    /// Listen for SIGINT and SIGTERM: the first stops the run gracefully,
+    /// a second exits at once (SQLite's transaction keeps the file consistent).
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut first: Option<Stop> = None;
+            loop {
+                let got = next_signal().await;
+                match first {
+                    None => {
+                        tracing::warn!(
+                            "{} received: finishing the batch in flight; send it again to stop at once",
+                            got.0
+                        );
+                        first = Some(got);
+                        let _ = tx.send(Some(got));
+                    }
+                    Some(_) => {
+                        eprintln!(
+                            "ingest: second {}: stopping now; the database is consistent, rerun to resume",
+                            got.0
+                        );
+                        std::process::exit(got.1);
+                    }
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// The stop, if one was requested.
+    pub fn requested(&self) -> Option<Stop> {
+        *self.0.borrow()
+    }
+
+    /// Wait until a stop is requested.
+    pub async fn wait(&mut self) -> Stop {
+        loop {
+            if let Some(s) = *self.0.borrow_and_update() {
+                return s;
+            }
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_signal() -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = int.recv() => ("SIGINT", 130),
+        _ = term.recv() => ("SIGTERM", 143),
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> Stop {
+    let _ = tokio::signal::ctrl_c().await;
+    ("SIGINT", 130)
+}
+
+/// Options of one run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Ignore saved state and load the table anew (staged, swapped in at the end).
+    pub full_refresh: bool,
+    /// Stop requests.
+    pub shutdown: Shutdown,
+    /// Called after each committed batch (progress display).
+    pub on_batch: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    /// Wait this long before each batch write. Throttles the sink: for tests
+    /// of backpressure, and to be gentle with a database others read.
+    #[doc(hidden)]
+    pub sink_delay: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            full_refresh: false,
+            shutdown: Shutdown::manual().1,
+            on_batch: None,
+            sink_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters during a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// Pages committed.
+    pub pages: u64,
+    /// Rows written.
+    pub records: u64,
+    /// Records and pages rejected.
+    pub rejects: u64,
+    /// Total records the API announced, when it did (single partition).
+    pub total: Option<u64>,
+    /// Pages fetched (committed or not).
+    pub fetched_pages: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The pipeline.
+    pub pipeline: String,
+    /// done | failed | interrupted
+    pub status: String,
+    /// Its id in `_ingest_runs`.
+    pub run_id: i64,
+    /// Pages committed.
+    pub pages: u64,
+    /// Rows written.
+    pub records: u64,
+    /// Records fetched (before transforms).
+    pub fetched: u64,
+    /// Rejected records and pages.
+    pub rejects: u64,
+    /// HTTP requests, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Partitions resumed from saved state.
+    pub resumed: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// The database file.
+    pub database: String,
+    /// The table.
+    pub table: String,
+    /// Why it failed (redacted).
+    pub error: Option<String>,
+}
+
+/// Run one pipeline to the end (or to its first failure).
+pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    if p.source.partition.is_some() || p.source.incremental.is_some() {
+        return Err(ConfigError::Usage(format!(
+            "{}: [source.partition] and [source.incremental] are not supported by this build yet",
+            p.file.display()
+        ))
+        .into());
+    }
+    let chain = Chain::build(&p.transforms).map_err(|(i, k, m)| {
+        ConfigError::Usage(format!("{}: transform[{i}].{k}: {m}", p.file.display()))
+    })?;
+    let source = Source::new(&p.source, p.secrets.clone())?;
+    let metrics = source.metrics();
+    let mut sink = SqliteSink::open(&p.sink, &p.name).await?;
+
+    let mut saved = if opts.full_refresh {
+        sink.clear_state().await?;
+        IndexMap::new()
+    } else {
+        sink.load_state().await?
+    };
+    // with no saved state at all this is a new load (a staged one starts empty)
+    let fresh = saved.is_empty();
+    let partitions = vec![Partition::default()];
+    let mut walks: Vec<(Partition, Option<Resume>)> = Vec::new();
+    let mut resumed = 0;
+    for part in partitions {
+        match saved.shift_remove(part.key.as_ref()) {
+            Some(None) => {
+                tracing::info!(partition = %part.key, "already complete in the interrupted run; skipping")
+            }
+            Some(Some(r)) => {
+                tracing::info!(
+                    partition = %part.key,
+                    "resuming the interrupted run at {:?} ({} pages, {} records already stored)",
+                    r.position, r.pages, r.records
+                );
+                resumed += 1;
+                walks.push((part, Some(r)));
+            }
+            None => walks.push((part, None)),
+        }
+    }
+    let run_id = sink.begin_run(opts.full_refresh, fresh).await?;
+    tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), "run started");
+
+    // producer: walk every partition into the channel
+    let (tx, mut rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
+    let mut shutdown = opts.shutdown.clone();
+    let producer = {
+        let source = source.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            for (part, resume) in walks {
+                let mut pages = source.walk(part, resume);
+                loop {
+                    let Ok(permit) = tx.reserve().await else {
+                        return;
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => return,
+                        item = pages.next() => match item {
+                            None => break,
+                            Some(Ok(page)) => permit.send(Ok(page)),
+                            Some(Err(e)) => {
+                                permit.send(Err(e.into()));
+                                return;
+                            }
+                        },
+                    }
+                }
+            }
+        })
+    };
+
+    // consumer: transforms, batches, writes
+    let mut progress = Progress::default();
+    let mut batch = Batch::default();
+    let mut failure: Option<Error> = None;
+    let batch_size = p.sink.batch_size;
+    loop {
+        let msg = if batch.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(LINGER, rx.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    if let Err(e) =
+                        commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
+                    {
+                        failure = Some(e);
+                        break;
+                    }
+                    continue;
+                }
+            }
+        };
+        match msg {
+            None => break,
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Some(Ok(page)) => {
+                add_page(&chain, &mut batch, page);
+                if batch.records.len() >= batch_size
+                    && let Err(e) =
+                        commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
+                {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    // what was fetched before a failure or a stop is good: commit it
+    if !batch.is_empty()
+        && failure
+            .as_ref()
+            .is_none_or(|e| !matches!(e, Error::Sink(_)))
+    {
+        if let Err(e) = commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await {
+            failure.get_or_insert(e);
+        }
+    }
+    drop(rx);
+    producer.abort();
+    let _ = producer.await;
+
+    let stop = opts.shutdown.requested();
+    let (status, error) = match (&failure, stop) {
+        (Some(e), _) => ("failed", Some(p.secrets.redact(&e.to_string()))),
+        (None, Some(_)) => ("interrupted", None),
+        (None, None) => ("done", None),
+    };
+    let retries = metrics.retries.load(Ordering::Relaxed);
+    sink.finish(status, error.as_deref(), retries).await?;
+    let report = RunReport {
+        pipeline: p.name.clone(),
+        status: status.to_string(),
+        run_id,
+        pages: progress.pages,
+        records: progress.records,
+        fetched: metrics.records.load(Ordering::Relaxed),
+        rejects: progress.rejects,
+        requests: metrics.requests.load(Ordering::Relaxed),
+        retries,
+        resumed,
+        seconds: started.elapsed().as_secs_f64(),
+        database: p.sink.path.display().to_string(),
+        table: p.sink.table.clone(),
+        error,
+    };
+    match (failure, stop) {
+        (Some(e), _) => Err(e),
+        (None, Some((name, code))) => Err(Error::Interrupted { name, code }),
+        (None, None) => Ok(report),
+    }
+}
+
+/// Transform a page's records into the batch and note its partition's state.
+/// A record a transform fails on is rejected with the reason; the rest go on.
+fn add_page(chain: &Chain, batch: &mut Batch, page: Page) {
+    let Page {
+        partition,
+        records,
+        resume,
+        url,
+    } = page;
+    if chain.is_empty() {
+        batch.records.extend(records);
+    } else {
+        for record in records {
+            // the original is kept only to record it if a transform fails
+            let original = record.clone();
+            if let Err(e) = chain.apply_one(record, &mut batch.records) {
+                batch.rejects.push(Reject {
+                    partition: partition.clone(),
+                    url: Some(url.clone()),
+                    status: None,
+                    reason: e.to_string(),
+                    record: Some(original),
+                });
+            }
+        }
+    }
+    batch.pages += 1;
+    match batch.states.iter_mut().find(|(k, _)| *k == partition) {
+        Some(slot) => slot.1 = resume,
+        None => batch.states.push((partition, resume)),
+    }
+}
+
+async fn commit(
+    sink: &mut SqliteSink,
+    batch: &mut Batch,
+    progress: &mut Progress,
+    metrics: &Arc<SourceMetrics>,
+    opts: &RunOptions,
+) -> Result<(), Error> {
+    if !opts.sink_delay.is_zero() {
+        tokio::time::sleep(opts.sink_delay).await;
+    }
+    let b = std::mem::take(batch);
+    let pages = b.pages;
+    let w = sink.write(b).await?;
+    progress.pages += pages;
+    progress.records += w.rows;
+    progress.rejects += w.rejects;
+    progress.fetched_pages = metrics.pages.load(Ordering::Relaxed);
+    if let Some(f) = &opts.on_batch {
+        f(progress);
+    }
+    Ok(())
+}
+
+/// What `ingest preview` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The (redacted) URL of the first page.
+    pub url: String,
+    /// Records on the first page, before transforms.
+    pub fetched: usize,
+    /// Records after transforms.
+    pub records: Vec<serde_json::Value>,
+    /// Columns the sink would create, with their types.
+    pub columns: Vec<(String, String)>,
+    /// Transform failures.
+    pub rejects: Vec<String>,
+}
+
+/// Fetch the first page and show what the sink would get; writes nothing.
+pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
+    use futures::StreamExt;
+    let chain = Chain::build(&p.transforms).map_err(|(i, k, m)| {
+        ConfigError::Usage(format!("{}: transform[{i}].{k}: {m}", p.file.display()))
+    })?;
+    let mut cfg = p.source.clone();
+    cfg.pagination.max_pages = Some(1);
+    cfg.concurrency = 1;
+    let source = Source::new(&cfg, p.secrets.clone())?;
+    let mut pages = source.walk(Partition::default(), None);
+    let page = match pages.next().await {
+        Some(r) => r?,
+        None => return Err(ConfigError::Usage("the source gave no page".into()).into()),
+    };
+    let fetched = page.records.len();
+    let mut batch = Batch::default();
+    let url = page.url.clone();
+    add_page(&chain, &mut batch, page);
+    let columns = crate::sink::sqlite::infer_columns(&batch.records, &p.sink.columns)
+        .into_iter()
+        .map(|(n, t)| (n, t.name().to_string()))
+        .collect();
+    Ok(Preview {
+        url,
+        fetched,
+        records: batch.records,
+        columns,
+        rejects: batch.rejects.into_iter().map(|r| r.reason).collect(),
+    })
+}

@@ -1,1 +1,184 @@
-//! state
+//! Reading and resetting what ingest keeps about a pipeline in its database:
+//! resume points (`_ingest_state`), run history (`_ingest_runs`), and a look
+//! at the table itself. Writing the state is the sink's job, inside its
+//! transactions; this module only serves the `state`, `runs` and `show`
+//! commands.
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::config::Pipeline;
+use crate::sink::SinkError;
+use crate::sink::sqlite::{open_existing, quote};
+
+fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError {
+    let path = p.sink.path.display().to_string();
+    let action = action.to_string();
+    move |source| SinkError::Db {
+        path,
+        action,
+        source,
+    }
+}
+
+/// One saved resume point.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateRow {
+    /// The partition ("" when the pipeline has none).
+    pub partition: String,
+    /// Where the walk continues (JSON), or none when that walk is complete.
+    pub resume: Option<String>,
+    /// When it was saved.
+    pub updated_at: String,
+    /// The run that saved it.
+    pub run_id: Option<i64>,
+}
+
+/// The saved resume points of a pipeline.
+pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
+    let mut conn = open_existing(&p.sink.path).await?;
+    let rows = sqlx::query("SELECT partition, resume, updated_at, run_id FROM _ingest_state WHERE pipeline = ? ORDER BY partition")
+        .bind(&p.name)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(db(p, "cannot read the resume state"))?;
+    Ok(rows
+        .iter()
+        .map(|r| StateRow {
+            partition: r.try_get(0).unwrap_or_default(),
+            resume: r.try_get(1).unwrap_or_default(),
+            updated_at: r.try_get(2).unwrap_or_default(),
+            run_id: r.try_get(3).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Forget a pipeline's resume points; the next run starts from the beginning.
+/// Returns how many were removed.
+pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
+    let mut conn = open_existing(&p.sink.path).await?;
+    let done = sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
+        .bind(&p.name)
+        .execute(&mut conn)
+        .await
+        .map_err(db(p, "cannot reset the resume state"))?;
+    Ok(done.rows_affected())
+}
+
+/// One row of the run history.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Start (UTC).
+    pub started_at: String,
+    /// End (UTC), if it ended.
+    pub ended_at: Option<String>,
+    /// running | done | failed | interrupted
+    pub status: String,
+    /// Pages committed.
+    pub pages: i64,
+    /// Rows written.
+    pub records: i64,
+    /// Retries.
+    pub retries: i64,
+    /// Rejects.
+    pub rejects: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The last `limit` runs of a pipeline, newest first.
+pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
+    let mut conn = open_existing(&p.sink.path).await?;
+    let rows = sqlx::query(
+        "SELECT id, started_at, ended_at, status, pages, records, retries, rejects, error \
+         FROM _ingest_runs WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(&p.name)
+    .bind(i64::from(limit))
+    .fetch_all(&mut conn)
+    .await
+    .map_err(db(p, "cannot read the run history"))?;
+    Ok(rows
+        .iter()
+        .map(|r| RunRow {
+            id: r.try_get(0).unwrap_or_default(),
+            started_at: r.try_get(1).unwrap_or_default(),
+            ended_at: r.try_get(2).unwrap_or_default(),
+            status: r.try_get(3).unwrap_or_default(),
+            pages: r.try_get(4).unwrap_or_default(),
+            records: r.try_get(5).unwrap_or_default(),
+            retries: r.try_get(6).unwrap_or_default(),
+            rejects: r.try_get(7).unwrap_or_default(),
+            error: r.try_get(8).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The sink table's row count, column names and first rows (as JSON objects).
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePeek {
+    /// The table.
+    pub table: String,
+    /// Rows in it.
+    pub count: i64,
+    /// Column names in order.
+    pub columns: Vec<String>,
+    /// The first rows.
+    pub rows: Vec<serde_json::Value>,
+}
+
+/// Look at the sink table.
+pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
+    let mut conn = open_existing(&p.sink.path).await?;
+    let table = &p.sink.table;
+    let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(db(p, "cannot read the table's columns"))?
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect();
+    if cols.is_empty() {
+        return Err(SinkError::Schema(format!(
+            "{}: table `{table}` does not exist yet; `ingest run` creates it",
+            p.sink.path.display()
+        )));
+    }
+    let count: i64 = sqlx::query(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        quote(table)
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .map_err(db(p, "cannot count the rows"))?
+    .try_get(0)
+    .unwrap_or_default();
+    // json_object keeps each value's type without a per-type decode here
+    let pairs: Vec<String> = cols
+        .iter()
+        .map(|c| format!("'{}', {}", c.replace('\'', "''"), quote(c)))
+        .collect();
+    let sql = format!(
+        "SELECT json_object({}) FROM {} ORDER BY rowid LIMIT ?",
+        pairs.join(", "),
+        quote(table)
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(i64::from(limit))
+        .fetch_all(&mut conn)
+        .await
+        .map_err(db(p, "cannot read rows"))?
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect();
+    Ok(TablePeek {
+        table: table.clone(),
+        count,
+        columns: cols,
+        rows,
+    })
+}

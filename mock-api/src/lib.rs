@@ -143,7 +143,11 @@ impl MockApi {
 
     /// A copy of the data set as it is now.
     pub fn dataset(&self) -> Dataset {
-        self.shared.data.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.shared
+            .data
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Change the data set (revise or add posts) while serving.
@@ -154,7 +158,11 @@ impl MockApi {
 
     /// Requests received so far (the first [`LOG_CAP`]).
     pub fn requests(&self) -> Vec<Logged> {
-        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Forget the request log.
@@ -171,7 +179,9 @@ impl MockApi {
 
     /// Delay every response by this much from now on.
     pub fn set_delay(&self, d: Duration) {
-        self.shared.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.shared
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -211,7 +221,12 @@ async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
         headers: req
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
     };
     if let Ok(mut l) = s.log.lock()
@@ -232,7 +247,11 @@ fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Resp
     match q.get(key) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| {
-            (StatusCode::BAD_REQUEST, Json400::msg(&format!("{key} must be a whole number"))).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                Json400::msg(&format!("{key} must be a whole number")),
+            )
+                .into_response()
         }),
     }
 }
@@ -265,7 +284,12 @@ impl Selection {
                 let end = start.saturating_add(limit).min(hi + 1);
                 (start..end).collect()
             }
-            Selection::Ids(v) => v.iter().skip(offset as usize).take(limit as usize).copied().collect(),
+            Selection::Ids(v) => v
+                .iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .copied()
+                .collect(),
         }
     }
     /// Position just after the post with this id.
@@ -279,13 +303,27 @@ impl Selection {
 
 /// Parameters that steer paging and are never field filters.
 const CONTROL: &[&str] = &[
-    "_page", "_limit", "_start", "_end", "offset", "limit", "starting_after", "token", "page", "per_page",
-    "cursor", "absolute", "updated_since",
+    "_page",
+    "_limit",
+    "_start",
+    "_end",
+    "offset",
+    "limit",
+    "starting_after",
+    "token",
+    "page",
+    "per_page",
+    "cursor",
+    "absolute",
+    "updated_since",
 ];
 
 fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
     let since = q.get("updated_since");
-    let filters: Vec<(&String, &String)> = q.iter().filter(|(k, _)| !CONTROL.contains(&k.as_str())).collect();
+    let filters: Vec<(&String, &String)> = q
+        .iter()
+        .filter(|(k, _)| !CONTROL.contains(&k.as_str()))
+        .collect();
     if since.is_none() && filters.is_empty() {
         return Selection::Range(1, d.posts);
     }
@@ -324,12 +362,16 @@ fn with_params(path: &str, q: &HashMap<String, String>, set: &[(&str, String)]) 
         .collect();
     pairs.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
     pairs.sort();
-    let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    let qs = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
     format!("{path}?{qs}")
 }
 
 fn url_params(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// JSONPlaceholder: `_page`/`_limit` or `_start`/`_end`/`_limit`; without
@@ -429,7 +471,11 @@ async fn stripe(State(s): State<S>, Query(q): Params) -> Response {
         Some(v) => match v.parse::<u64>() {
             Ok(id) => sel.after(id),
             Err(_) => {
-                return (StatusCode::BAD_REQUEST, Json400::msg("starting_after must be an object id")).into_response();
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json400::msg("starting_after must be an object id"),
+                )
+                    .into_response();
             }
         },
     };
@@ -459,7 +505,11 @@ fn offset_from_token(q: &HashMap<String, String>) -> Result<u64, Response> {
     match q.get("token") {
         None => Ok(0),
         Some(t) => untoken(t).ok_or_else(|| {
-            (StatusCode::BAD_REQUEST, Json400::msg("invalid or expired token")).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                Json400::msg("invalid or expired token"),
+            )
+                .into_response()
         }),
     }
 }
@@ -487,12 +537,17 @@ fn next_like(s: &S, q: &HashMap<String, String>, path: &str, loops: bool) -> Res
     }
     let next = if next_offset < sel.len() {
         let rel = with_params(path, q, &[("token", token(next_offset))]);
-        let url = if q.contains_key("absolute") { format!("{}{rel}", s.base) } else { rel };
+        let url = if q.contains_key("absolute") {
+            format!("{}{rel}", s.base)
+        } else {
+            rel
+        };
         Value::String(url)
     } else {
         Value::Null
     };
-    axum::Json(json!({ "count": sel.len(), "next": next, "results": posts_json(&d, &ids) })).into_response()
+    axum::Json(json!({ "count": sel.len(), "next": next, "results": posts_json(&d, &ids) }))
+        .into_response()
 }
 
 async fn github(State(s): State<S>, Query(q): Params) -> Response {
@@ -537,12 +592,22 @@ async fn slack(State(s): State<S>, Query(q): Params) -> Response {
         None | Some("") => 0,
         Some(c) => match untoken(c) {
             Some(o) => o,
-            None => return (StatusCode::BAD_REQUEST, axum::Json(json!({"ok": false, "error": "invalid_cursor"}))).into_response(),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"ok": false, "error": "invalid_cursor"})),
+                )
+                    .into_response();
+            }
         },
     };
     let sel = select(&d, &q);
     let ids = sel.slice(offset, limit);
-    let next = if offset + limit < sel.len() { token(offset + limit) } else { String::new() };
+    let next = if offset + limit < sel.len() {
+        token(offset + limit)
+    } else {
+        String::new()
+    };
     axum::Json(json!({
         "ok": true,
         "members": posts_json(&d, &ids),
@@ -561,7 +626,9 @@ async fn header_cursor(State(s): State<S>, Query(q): Params) -> Response {
         None => 0,
         Some(c) => match untoken(c) {
             Some(o) => o,
-            None => return (StatusCode::BAD_REQUEST, Json400::msg("invalid cursor")).into_response(),
+            None => {
+                return (StatusCode::BAD_REQUEST, Json400::msg("invalid cursor")).into_response();
+            }
         },
     };
     let sel = select(&d, &q);

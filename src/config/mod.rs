@@ -191,7 +191,8 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
             message: e.message().to_string(),
         })?;
         tree::merge(&mut root, tree::shift(parsed.into_inner(), offset));
-        ctx.overrides.push((offset..offset + line.len(), arg.clone()));
+        ctx.overrides
+            .push((offset..offset + line.len(), arg.clone()));
         offset += line.len() + 1;
     }
 
@@ -239,7 +240,9 @@ fn override_line(arg: &str) -> Result<String, ConfigError> {
         .ok_or_else(|| bad("write KEY=VALUE, like `source.params.userId=3`".into()))?;
     let key = key.trim();
     if key.is_empty() {
-        return Err(bad("the key is empty; write KEY=VALUE, like `sink.table=posts`".into()));
+        return Err(bad(
+            "the key is empty; write KEY=VALUE, like `sink.table=posts`".into(),
+        ));
     }
     let literal = format!("{key} = {value}");
     if DeTable::parse(&literal).is_ok() {
@@ -302,8 +305,12 @@ impl Ctx<'_> {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = self.text[line_start..start].chars().count() + 1;
-        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
-        let source_line = self.text[line_start..line_end].trim_end_matches('\r').to_string();
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
+        let source_line = self.text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
         let end = span.end.clamp(start, line_end);
         let width = self.text[start..end].chars().count();
         ConfigError::Invalid(Box::new(Diagnostic {
@@ -365,9 +372,14 @@ fn polish(message: &str, key: &mut Option<String>) -> String {
     let list = |s: &str| s.replace('`', "").replace(" or ", ", ");
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, allowed) = rest.split_once('`').unwrap_or((rest, ""));
-        let allowed = allowed.trim_start_matches(", expected one of ").trim_start_matches(", expected ");
+        let allowed = allowed
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ");
         let mut allowed = list(allowed);
-        if key.as_deref().is_some_and(|k| k.starts_with("source.pagination")) {
+        if key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("source.pagination"))
+        {
             allowed = format!("{allowed}, {}", pagination::COMMON_KEYS.join(", "));
         }
         if allowed.contains("there are no fields") || allowed.is_empty() {
@@ -377,7 +389,11 @@ fn polish(message: &str, key: &mut Option<String>) -> String {
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (variant, allowed) = rest.split_once('`').unwrap_or((rest, ""));
-        let allowed = list(allowed.trim_start_matches(", expected one of ").trim_start_matches(", expected "));
+        let allowed = list(
+            allowed
+                .trim_start_matches(", expected one of ")
+                .trim_start_matches(", expected "),
+        );
         if variant == tree::NO_KIND {
             if let Some(k) = key.as_mut() {
                 k.push_str(".kind");
@@ -419,7 +435,9 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
     }
     let lower = name.to_ascii_lowercase();
     if lower.starts_with("_ingest") || lower.starts_with("sqlite_") {
-        return Err(format!("`{name}` is reserved (`_ingest*` and `sqlite_*` tables belong to ingest and SQLite)"));
+        return Err(format!(
+            "`{name}` is reserved (`_ingest*` and `sqlite_*` tables belong to ingest and SQLite)"
+        ));
     }
     Ok(())
 }
@@ -429,13 +447,23 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
     match url::Url::parse(&s.base_url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
         Ok(u) => {
-            return Err(ctx.key(tree, "source.base_url", format!("scheme `{}` is not supported; use http or https", u.scheme())));
+            return Err(ctx.key(
+                tree,
+                "source.base_url",
+                format!(
+                    "scheme `{}` is not supported; use http or https",
+                    u.scheme()
+                ),
+            ));
         }
         Err(e) => {
             return Err(ctx.key(
                 tree,
                 "source.base_url",
-                format!("`{}` is not a URL ({e}); write it like \"https://api.example.com\"", s.base_url),
+                format!(
+                    "`{}` is not a URL ({e}); write it like \"https://api.example.com\"",
+                    s.base_url
+                ),
             ));
         }
     }
@@ -450,14 +478,26 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
     }
     for (name, value) in &s.headers {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ctx.key(tree, "source.headers", format!("`{name}` is not a header name")));
+            return Err(ctx.key(
+                tree,
+                "source.headers",
+                format!("`{name}` is not a header name"),
+            ));
         }
         if reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(ctx.key(tree, &format!("source.headers.{name}"), "a header value is visible ASCII text"));
+            return Err(ctx.key(
+                tree,
+                &format!("source.headers.{name}"),
+                "a header value is visible ASCII text",
+            ));
         }
     }
     if s.retry.max_attempts == 0 {
-        return Err(ctx.key(tree, "source.retry.max_attempts", "must be at least 1 (the first try counts)"));
+        return Err(ctx.key(
+            tree,
+            "source.retry.max_attempts",
+            "must be at least 1 (the first try counts)",
+        ));
     }
     if !(s.retry.multiplier >= 1.0) {
         return Err(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
@@ -471,7 +511,11 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
             return Err(ctx.key(tree, "source.pagination.size", "must be at least 1"));
         }
         PaginationKind::PageNumber(k) if k.size.is_some() && k.size_param.is_none() => {
-            return Err(ctx.key(tree, "source.pagination.size", "`size` needs `size_param`, the query parameter that carries it"));
+            return Err(ctx.key(
+                tree,
+                "source.pagination.size",
+                "`size` needs `size_param`, the query parameter that carries it",
+            ));
         }
         PaginationKind::Offset(k) if k.limit == 0 => {
             return Err(ctx.key(tree, "source.pagination.limit", "must be at least 1"));
@@ -485,17 +529,33 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
         return Err(ctx.key(tree, "sink.batch_size", "must be at least 1"));
     }
     if k.write == WriteMode::Merge && k.primary_key.is_empty() {
-        let at = if span_of(tree, "sink.write").is_some() { "sink.write" } else { "sink" };
-        return Err(ctx.key(tree, at, "`write = \"merge\"` needs `primary_key`, the fields that identify a record"));
+        let at = if span_of(tree, "sink.write").is_some() {
+            "sink.write"
+        } else {
+            "sink"
+        };
+        return Err(ctx.key(
+            tree,
+            at,
+            "`write = \"merge\"` needs `primary_key`, the fields that identify a record",
+        ));
     }
     for (i, c) in k.primary_key.iter().enumerate() {
         if c.is_empty() {
-            return Err(ctx.key(tree, "sink.primary_key", format!("column {} of the primary key is empty", i + 1)));
+            return Err(ctx.key(
+                tree,
+                "sink.primary_key",
+                format!("column {} of the primary key is empty", i + 1),
+            ));
         }
     }
     for name in k.columns.keys() {
         if name.is_empty() || name.to_ascii_lowercase().starts_with("_ingest") {
-            return Err(ctx.key(tree, "sink.columns", format!("`{name}` cannot be a column name")));
+            return Err(ctx.key(
+                tree,
+                "sink.columns",
+                format!("`{name}` cannot be a column name"),
+            ));
         }
     }
     if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {

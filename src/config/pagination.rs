@@ -7,7 +7,13 @@ use serde::Deserialize;
 use super::values::Location;
 
 /// The keys that every kind accepts beside its own.
-pub const COMMON_KEYS: &[&str] = &["has_more", "total", "max_pages", "stop_on_empty", "stop_on_short"];
+pub const COMMON_KEYS: &[&str] = &[
+    "has_more",
+    "total",
+    "max_pages",
+    "stop_on_empty",
+    "stop_on_short",
+];
 
 /// The `[source.pagination]` table.
 #[derive(Debug, Clone, Deserialize)]

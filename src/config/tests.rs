@@ -40,7 +40,14 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load_with(text: &str, overrides: &[String]) -> Result<Pipeline, ConfigError> {
-    load_str(text, Path::new("p.toml"), &LoadOptions { overrides, env: &env })
+    load_str(
+        text,
+        Path::new("p.toml"),
+        &LoadOptions {
+            overrides,
+            env: &env,
+        },
+    )
 }
 
 fn err(text: &str) -> String {
@@ -56,7 +63,9 @@ fn loads_the_example() {
     assert_eq!(p.name, "posts");
     assert_eq!(p.source.base_url, "http://127.0.0.1:9");
     assert!(matches!(p.source.auth, source::AuthConfig::Bearer(ref b) if b.token == "tok-123456"));
-    assert!(matches!(p.source.pagination.kind, PaginationKind::PageNumber(ref k) if k.size == Some(10)));
+    assert!(
+        matches!(p.source.pagination.kind, PaginationKind::PageNumber(ref k) if k.size == Some(10))
+    );
     assert!(p.source.pagination.total.is_some());
     assert_eq!(p.sink.primary_key, vec!["id".to_string()]);
     assert_eq!(p.secrets.redact("Bearer tok-123456"), "Bearer ***");
@@ -72,7 +81,12 @@ fn unknown_key_in_kinded_table() {
 #[test]
 fn wrong_type_names_the_key() {
     let e = err(&BASE.replace("size = 10", "size = \"ten\""));
-    assert!(e.starts_with("p.toml:17:8: source.pagination.size: invalid type: string \"ten\", expected"), "{e}");
+    assert!(
+        e.starts_with(
+            "p.toml:17:8: source.pagination.size: invalid type: string \"ten\", expected"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,7 +98,12 @@ fn unknown_kind_lists_kinds() {
 #[test]
 fn missing_kind_and_missing_key() {
     let e = err(&BASE.replace("kind = \"bearer\"\n", ""));
-    assert!(e.contains("source.auth.kind: missing key `kind`; expected one of: none, bearer, basic, api_key"), "{e}");
+    assert!(
+        e.contains(
+            "source.auth.kind: missing key `kind`; expected one of: none, bearer, basic, api_key"
+        ),
+        "{e}"
+    );
     let e = err(&BASE.replace("table = \"posts\"\n", ""));
     assert!(e.contains("sink.table: missing key `table`"), "{e}");
     assert!(e.starts_with("p.toml:"), "{e}");
@@ -99,27 +118,46 @@ fn unknown_top_level_key() {
 #[test]
 fn missing_env_var() {
     let e = err(&BASE.replace("${env:API_TOKEN}", "${env:NOT_SET_ANYWHERE}"));
-    assert!(e.starts_with("p.toml:11:9: source.auth.token: environment variable `NOT_SET_ANYWHERE` is not set"), "{e}");
+    assert!(
+        e.starts_with(
+            "p.toml:11:9: source.auth.token: environment variable `NOT_SET_ANYWHERE` is not set"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_table_name() {
     let e = err(&BASE.replace("table = \"posts\"", "table = \"posts; DROP TABLE x\""));
-    assert!(e.starts_with("p.toml:27:9: sink.table: `posts; DROP TABLE x` is not a table name"), "{e}");
+    assert!(
+        e.starts_with("p.toml:27:9: sink.table: `posts; DROP TABLE x` is not a table name"),
+        "{e}"
+    );
 }
 
 #[test]
 fn merge_needs_a_key() {
     let e = err(&BASE.replace("primary_key = [\"id\"]\n", ""));
-    assert!(e.contains("sink.write: `write = \"merge\"` needs `primary_key`"), "{e}");
+    assert!(
+        e.contains("sink.write: `write = \"merge\"` needs `primary_key`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_jq_and_transform_key() {
-    let e = err(&format!("{BASE}\n[[transform]]\nkind = \"jq\"\nexpr = \".a | nope_fn\"\n"));
-    assert!(e.contains("transform[1].expr: jq program does not compile"), "{e}");
+    let e = err(&format!(
+        "{BASE}\n[[transform]]\nkind = \"jq\"\nexpr = \".a | nope_fn\"\n"
+    ));
+    assert!(
+        e.contains("transform[1].expr: jq program does not compile"),
+        "{e}"
+    );
     let e = err(&BASE.replace("fields = { userId", "feilds = { userId"));
-    assert!(e.contains("transform[0].feilds: unknown key `feilds`; allowed here: fields"), "{e}");
+    assert!(
+        e.contains("transform[0].feilds: unknown key `feilds`; allowed here: fields"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -130,20 +168,45 @@ fn toml_syntax_error() {
 
 #[test]
 fn overrides_apply_and_report() {
-    let p = load_with(BASE, &["source.params.userId=3".into(), "sink.table=posts2".into(), "source.pagination.max_pages=2".into()])
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(p.source.params.get("userId").map(|s| s.0.as_str()), Some("3"));
-    assert_eq!(p.source.params.get("_limit").map(|s| s.0.as_str()), Some("10"));
+    let p = load_with(
+        BASE,
+        &[
+            "source.params.userId=3".into(),
+            "sink.table=posts2".into(),
+            "source.pagination.max_pages=2".into(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.source.params.get("userId").map(|s| s.0.as_str()),
+        Some("3")
+    );
+    assert_eq!(
+        p.source.params.get("_limit").map(|s| s.0.as_str()),
+        Some("10")
+    );
     assert_eq!(p.sink.table, "posts2");
     assert_eq!(p.source.pagination.max_pages, Some(2));
-    let e = load_with(BASE, &["source.concurrency=many".into()]).map(|_| ()).unwrap_err().to_string();
-    assert!(e.starts_with("--set source.concurrency=many: source.concurrency: invalid type"), "{e}");
-    let e = load_with(BASE, &["nonsense".into()]).map(|_| ()).unwrap_err().to_string();
+    let e = load_with(BASE, &["source.concurrency=many".into()])
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--set source.concurrency=many: source.concurrency: invalid type"),
+        "{e}"
+    );
+    let e = load_with(BASE, &["nonsense".into()])
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("write KEY=VALUE"), "{e}");
 }
 
 #[test]
 fn secrets_are_masked_in_errors() {
-    let e = err(&BASE.replace("path = \"/posts\"", "path = \"/posts\"\nconcurrency = \"${env:API_TOKEN}\""));
+    let e = err(&BASE.replace(
+        "path = \"/posts\"",
+        "path = \"/posts\"\nconcurrency = \"${env:API_TOKEN}\"",
+    ));
     assert!(!e.contains("tok-123456"), "{e}");
 }

@@ -114,7 +114,10 @@ pub fn expand(
                 "`${{{body}}}` is not a variable reference: a name is letters, digits and `_`"
             ));
         }
-        match (lookup(name).filter(|v| default.is_none() || !v.is_empty()), default) {
+        match (
+            lookup(name).filter(|v| default.is_none() || !v.is_empty()),
+            default,
+        ) {
             (Some(v), _) => {
                 if secret {
                     secrets.push(v.clone());
@@ -183,7 +186,11 @@ fn shift_value(v: Value<'_>, offset: usize) -> Value<'_> {
 /// Rewrite the table at `path` (dot-separated; `[]` means every element of
 /// an array of tables) from `kind = "x"` to the externally tagged form.
 /// Keys in `common` stay beside a `kind` key that holds the tagged table.
-pub fn rewrite_kinds(root: &mut DeTable<'_>, path: &[&str], common: &[&str]) -> Result<(), TreeError> {
+pub fn rewrite_kinds(
+    root: &mut DeTable<'_>,
+    path: &[&str],
+    common: &[&str],
+) -> Result<(), TreeError> {
     let Some((first, rest)) = path.split_first() else {
         return Ok(());
     };
@@ -196,7 +203,11 @@ pub fn rewrite_kinds(root: &mut DeTable<'_>, path: &[&str], common: &[&str]) -> 
         (Some(&"[]"), _) => return Ok(()), // serde reports the wrong type
         (_, _) => vec![v],
     };
-    let rest = if rest.first() == Some(&"[]") { &rest[1..] } else { rest };
+    let rest = if rest.first() == Some(&"[]") {
+        &rest[1..]
+    } else {
+        rest
+    };
     for item in each {
         let span = item.span();
         let DeValue::Table(t) = item.get_mut() else {
@@ -218,7 +229,11 @@ pub fn rewrite_kinds(root: &mut DeTable<'_>, path: &[&str], common: &[&str]) -> 
 /// "missing key `kind`".
 pub const NO_KIND: &str = "<missing kind>";
 
-fn tag<'i>(t: &mut DeTable<'i>, span: Range<usize>, common: &[&str]) -> Result<DeTable<'i>, TreeError> {
+fn tag<'i>(
+    t: &mut DeTable<'i>,
+    span: Range<usize>,
+    common: &[&str],
+) -> Result<DeTable<'i>, TreeError> {
     let (kind_key, kind) = match t.remove_entry("kind") {
         Some((k, v)) => {
             let vspan = v.span();
@@ -283,7 +298,9 @@ fn walk_keys(table: &DeTable<'_>, prefix: &str, at: usize, best: &mut Option<(St
             DeValue::Array(a) => {
                 for (i, item) in a.iter().enumerate() {
                     let ip = format!("{path}[{i}]");
-                    if item.span().contains(&at) && best.as_ref().is_none_or(|(_, w)| item.span().len() <= *w) {
+                    if item.span().contains(&at)
+                        && best.as_ref().is_none_or(|(_, w)| item.span().len() <= *w)
+                    {
                         *best = Some((ip.clone(), item.span().len()));
                     }
                     if let DeValue::Table(t) = item.get_ref() {
@@ -312,8 +329,15 @@ mod tests {
     #[test]
     fn expands_all_forms() {
         let mut secrets = Vec::new();
-        let out = expand("https://${HOST}/${MISSING:-v1}/${EMPTY:-e}?t=${env:TOKEN}&c=$${x} $5", &env, &mut secrets);
-        assert_eq!(out.as_deref(), Ok("https://api.test/v1/e?t=s3cret&c=${x} $5"));
+        let out = expand(
+            "https://${HOST}/${MISSING:-v1}/${EMPTY:-e}?t=${env:TOKEN}&c=$${x} $5",
+            &env,
+            &mut secrets,
+        );
+        assert_eq!(
+            out.as_deref(),
+            Ok("https://api.test/v1/e?t=s3cret&c=${x} $5")
+        );
         assert_eq!(secrets, vec!["s3cret".to_string()]);
     }
 
@@ -322,13 +346,22 @@ mod tests {
         let mut s = Vec::new();
         let e = expand("${NOPE}", &env, &mut s).unwrap_err();
         assert!(e.contains("`NOPE` is not set"), "{e}");
-        assert!(expand("${OPEN", &env, &mut s).unwrap_err().contains("unterminated"));
-        assert!(expand("${a b}", &env, &mut s).unwrap_err().contains("not a variable"));
+        assert!(
+            expand("${OPEN", &env, &mut s)
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(
+            expand("${a b}", &env, &mut s)
+                .unwrap_err()
+                .contains("not a variable")
+        );
     }
 
     #[test]
     fn key_paths_from_spans() {
-        let text = "[source]\nkind = \"http\"\n[source.pagination]\nkind = \"page_number\"\nsize = 10\n";
+        let text =
+            "[source]\nkind = \"http\"\n[source.pagination]\nkind = \"page_number\"\nsize = 10\n";
         let t = DeTable::parse(text).unwrap().into_inner();
         let at = text.find("10").unwrap();
         assert_eq!(key_at(&t, at).as_deref(), Some("source.pagination.size"));

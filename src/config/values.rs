@@ -100,15 +100,23 @@ impl TryFrom<String> for Location {
     fn try_from(s: String) -> Result<Self, String> {
         if let Some(h) = s.strip_prefix("header:") {
             let h = h.trim();
-            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
-                return Err(format!("`{s}`: write a header name after `header:`, like `header:X-Total-Count`"));
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                return Err(format!(
+                    "`{s}`: write a header name after `header:`, like `header:X-Total-Count`"
+                ));
             }
             return Ok(Location::Header(h.to_ascii_lowercase()));
         }
         if let Some(p) = s.strip_prefix("last_record:") {
             let path = FieldPath::parse(p)?;
             if path.is_root() {
-                return Err(format!("`{s}`: write a field after `last_record:`, like `last_record:id`"));
+                return Err(format!(
+                    "`{s}`: write a field after `last_record:`, like `last_record:id`"
+                ));
             }
             return Ok(Location::LastRecord(path));
         }
@@ -145,11 +153,17 @@ pub struct RateLimit {
 impl TryFrom<String> for RateLimit {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a rate: write requests per second or minute, like \"20/s\" or \"600/min\"");
+        let bad = || {
+            format!(
+                "`{s}` is not a rate: write requests per second or minute, like \"20/s\" or \"600/min\""
+            )
+        };
         let (n, unit) = s.split_once('/').ok_or_else(bad)?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
         if count == 0 {
-            return Err(format!("`{s}`: a rate limit must allow at least one request"));
+            return Err(format!(
+                "`{s}`: a rate limit must allow at least one request"
+            ));
         }
         let per = match unit.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
@@ -207,11 +221,17 @@ mod tests {
     #[test]
     fn paths() {
         let v = json!({"data": {"items": [1, {"id": 7}]}});
-        assert_eq!(FieldPath::parse("data.items.1.id").unwrap().get(&v), Some(&json!(7)));
+        assert_eq!(
+            FieldPath::parse("data.items.1.id").unwrap().get(&v),
+            Some(&json!(7))
+        );
         assert_eq!(FieldPath::parse("").unwrap().get(&v), Some(&v));
         assert!(FieldPath::parse("a..b").is_err());
         let mut w = v.clone();
-        assert_eq!(FieldPath::parse("data.items").unwrap().take(&mut w), Some(json!([1, {"id": 7}])));
+        assert_eq!(
+            FieldPath::parse("data.items").unwrap().take(&mut w),
+            Some(json!([1, {"id": 7}]))
+        );
         assert_eq!(w, json!({"data": {}}));
     }
 
@@ -221,7 +241,10 @@ mod tests {
             Location::try_from("header:X-Total-Count".to_string()),
             Ok(Location::Header("x-total-count".into()))
         );
-        assert!(matches!(Location::try_from("last_record:id".to_string()), Ok(Location::LastRecord(_))));
+        assert!(matches!(
+            Location::try_from("last_record:id".to_string()),
+            Ok(Location::LastRecord(_))
+        ));
         assert!(Location::try_from("header:".to_string()).is_err());
         assert!(Location::try_from(String::new()).is_err());
     }
@@ -230,7 +253,10 @@ mod tests {
     fn rates() {
         assert_eq!(
             RateLimit::try_from("600/min".to_string()),
-            Ok(RateLimit { count: 600, per: Duration::from_secs(60) })
+            Ok(RateLimit {
+                count: 600,
+                per: Duration::from_secs(60)
+            })
         );
         assert!(RateLimit::try_from("fast".to_string()).is_err());
         assert!(RateLimit::try_from("0/s".to_string()).is_err());

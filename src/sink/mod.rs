@@ -1,3 +1,86 @@
-//! Sinks.
+//! Sinks: where records go. Only SQLite today ([`sqlite`]).
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::source::Resume;
+
+/// The database refused something.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError { #[error("busy")] Busy { pipeline: String } }
+pub enum SinkError {
+    /// A statement failed.
+    #[error("{path}: {action}: {source}")]
+    Db {
+        /// The database file.
+        path: String,
+        /// What was being done.
+        action: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The migrations of ingest's own tables failed.
+    #[error("{path}: cannot set up ingest's tables: {source}")]
+    Migrate {
+        /// The database file.
+        path: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// Another run of the same pipeline holds the database.
+    #[error(
+        "another run of pipeline `{pipeline}` is in progress on {path} (pid {pid}); not starting a second one"
+    )]
+    Busy {
+        /// The pipeline.
+        pipeline: String,
+        /// The database.
+        path: String,
+        /// The other run's process.
+        pid: i64,
+    },
+    /// The data cannot be stored as the pipeline asks.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// A record (or page) that was skipped, and why.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// The partition it came from.
+    pub partition: Arc<str>,
+    /// The (redacted) URL.
+    pub url: Option<String>,
+    /// HTTP status, for a page that failed.
+    pub status: Option<u16>,
+    /// Why.
+    pub reason: String,
+    /// The record, or a body excerpt.
+    pub record: Option<Value>,
+}
+
+/// What one transaction writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Records after transforms.
+    pub records: Vec<Value>,
+    /// The resume point after the last page of each partition in the batch
+    /// (`None` = that partition's walk is complete).
+    pub states: Vec<(Arc<str>, Option<Resume>)>,
+    /// Pages in the batch.
+    pub pages: u64,
+    /// Skipped records and pages.
+    pub rejects: Vec<Reject>,
+}
+
+impl Batch {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+            && self.records.is_empty()
+            && self.states.is_empty()
+            && self.rejects.is_empty()
+    }
+}

@@ -1,3 +1,425 @@
-//! Sources.
+//! The HTTP source: walks a paginated API as an async stream of [`Page`]s.
+//!
+//! Each page carries its records and the [`Resume`] point *after* it, which
+//! the sink commits in the same transaction as the rows. Pages come out in
+//! walk order. Addressable walks (`page_number`, `offset`) fetch up to
+//! `concurrency` pages at once after the first (all of them when the total is
+//! known, speculatively up to the first empty page when it is not) and still
+//! yield them in order; the others fetch one page at a time, overlapping with
+//! the writes downstream through the bounded channel.
+
+pub mod http;
+pub mod paginate;
+pub mod retry;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::config::HttpSourceConfig;
+use crate::config::values::FieldPath;
+use crate::redact::Secrets;
+use http::{HttpClient, Response};
+use paginate::Paginator;
+pub use paginate::Position;
+
+/// The API did not give what the pipeline expects.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError { #[error("x")] X }
+pub enum HttpError {
+    /// No response (connect, timeout, reset, body cut short).
+    #[error("{method} {url}: {message} (after {attempts} attempt{})", plural(*attempts))]
+    Transport {
+        /// GET or POST.
+        method: String,
+        /// Redacted URL.
+        url: String,
+        /// What happened.
+        message: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A status other than 2xx.
+    #[error("{method} {url}: HTTP {status}, expected a 2xx response (after {attempts} attempt{}){}", plural(*attempts), body_suffix(excerpt))]
+    Status {
+        /// GET or POST.
+        method: String,
+        /// Redacted URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The start of the body.
+        excerpt: String,
+    },
+    /// A 2xx response whose body is not what the pipeline expects.
+    #[error("{url}: {message}")]
+    Body {
+        /// Redacted URL.
+        url: String,
+        /// What was expected and what came.
+        message: String,
+    },
+    /// The walk came back to a page it already fetched.
+    #[error(
+        "{url}: the API sent the walk back to {what} it already fetched ({value}); stopping instead of looping"
+    )]
+    Loop {
+        /// Redacted URL of the response that pointed back.
+        url: String,
+        /// "URL" or "cursor".
+        what: &'static str,
+        /// The repeated URL or cursor (redacted).
+        value: String,
+    },
+    /// The client could not be built or a request URL could not be made.
+    #[error("{0}")]
+    Client(String),
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn body_suffix(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(": {excerpt}")
+    }
+}
+
+/// Counters of a source, read by progress reporting and the run summary.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// HTTP requests sent (attempts).
+    pub requests: AtomicU64,
+    /// Of those, retries.
+    pub retries: AtomicU64,
+    /// Pages fetched and parsed.
+    pub pages: AtomicU64,
+    /// Records in those pages.
+    pub records: AtomicU64,
+}
+
+/// Where a partition's walk continues, saved with the rows of each batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The next request.
+    pub position: Position,
+    /// Pages fetched by the walk so far.
+    pub pages: u64,
+    /// Records fetched by the walk so far.
+    pub records: u64,
+    /// Page size (configured, or learned from the first page).
+    #[serde(default)]
+    pub page_size: Option<u64>,
+    /// The total the API last reported.
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// One walk of a source: the whole API, or one partition value or window.
+#[derive(Debug, Clone, Default)]
+pub struct Partition {
+    /// Names the partition in `_ingest_state` ("" when there are none).
+    pub key: Arc<str>,
+    /// `{placeholder}` values.
+    pub vars: IndexMap<String, String>,
+}
+
+/// The records of one response and where the walk continues after it.
+#[derive(Debug)]
+pub struct Page {
+    /// The partition the page belongs to.
+    pub partition: Arc<str>,
+    /// The records, in API order.
+    pub records: Vec<Value>,
+    /// Where to continue; `None` when the walk is complete.
+    pub resume: Option<Resume>,
+    /// The (redacted) URL it came from.
+    pub url: String,
+}
+
+/// A source, ready to walk.
+#[derive(Clone)]
+pub struct Source {
+    cfg: Arc<HttpSourceConfig>,
+    client: Arc<HttpClient>,
+    paginator: Arc<Paginator>,
+    metrics: Arc<SourceMetrics>,
+}
+
+type PageStream = std::pin::Pin<Box<dyn Stream<Item = Result<Page, HttpError>> + Send>>;
+
+impl Source {
+    /// Build the client.
+    pub fn new(cfg: &HttpSourceConfig, secrets: Secrets) -> Result<Self, HttpError> {
+        let metrics = Arc::new(SourceMetrics::default());
+        Ok(Self {
+            client: Arc::new(HttpClient::new(cfg, secrets, metrics.clone())?),
+            paginator: Arc::new(Paginator::new(cfg.pagination.clone())),
+            cfg: Arc::new(cfg.clone()),
+            metrics,
+        })
+    }
+
+    /// The source's counters.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The pagination kind's name.
+    pub fn pagination_kind(&self) -> &'static str {
+        self.paginator.kind()
+    }
+
+    /// The first request's URL: base URL, path and params, placeholders filled.
+    pub fn base_url(&self, part: &Partition) -> Result<Url, HttpError> {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let path = fill(&self.cfg.path, &part.vars);
+        let joined = if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        };
+        let mut url = Url::parse(&joined).map_err(|e| {
+            HttpError::Client(format!(
+                "`{}` is not a URL: {e}",
+                self.client.redact(&joined)
+            ))
+        })?;
+        for (k, v) in &self.cfg.params {
+            paginate::set_param(&mut url, k, &fill(&v.0, &part.vars));
+        }
+        Ok(url)
+    }
+
+    fn body(&self, part: &Partition) -> Option<Value> {
+        self.cfg.body.as_ref().map(|b| fill_json(b, &part.vars))
+    }
+
+    /// Walk one partition from `resume` (or from the start) as a stream of
+    /// pages in walk order. The last page has `resume: None`.
+    pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
+        let this = self.clone();
+        Box::pin(async_stream::try_stream! {
+            let base = this.base_url(&part)?;
+            let body = this.body(&part);
+            let pag = this.paginator.clone();
+            let mut st = resume.unwrap_or(Resume {
+                position: pag.initial(),
+                pages: 0,
+                records: 0,
+                page_size: pag.page_size(),
+                total: None,
+            });
+            if pag.max_pages().is_some_and(|m| st.pages >= m) {
+                yield this.done(&part);
+                return;
+            }
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut pos = st.position.clone();
+            // sequential phase: every kind's first page, and all of a
+            // non-addressable walk
+            loop {
+                let (url, req_body) = pag.request(&base, body.as_ref(), &pos).map_err(HttpError::Client)?;
+                let key = match &pos {
+                    Position::Cursor(c) => Some(("cursor", c.clone())),
+                    Position::Start | Position::Url(_) => Some(("URL", url.to_string())),
+                    _ => None,
+                };
+                if let Some((what, value)) = key && !seen.insert(value.clone()) {
+                    Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
+                }
+                let resp = this.client.fetch(&url, req_body.as_ref()).await?;
+                let (page, next) = this.process(&part, &pos, resp, &mut st)?;
+                let stop = page.resume.is_none();
+                yield page;
+                let Some(next) = next.filter(|_| !stop) else { return; };
+                pos = next;
+                if pag.addressable() && this.cfg.concurrency > 1 {
+                    break;
+                }
+            }
+            // concurrent phase (addressable kinds): fetch ahead, yield in order
+            let remaining = match (st.total, st.page_size) {
+                (Some(t), Some(s)) if s > 0 => Some(t.saturating_sub(st.records).div_ceil(s)),
+                _ => None,
+            };
+            let remaining = match (remaining, pag.max_pages()) {
+                (Some(r), Some(m)) => Some(r.min(m.saturating_sub(st.pages))),
+                (r, None) => r,
+                (None, Some(m)) => Some(m.saturating_sub(st.pages)),
+            };
+            let positions = (0..remaining.unwrap_or(u64::MAX)).map(|k| pag.step(&pos, k));
+            let fetcher = this.clone();
+            let fetches = futures::stream::iter(positions)
+                .map(move |p| {
+                    let this = fetcher.clone();
+                    let req = this.paginator.request(&base, body.as_ref(), &p);
+                    async move {
+                        let (url, req_body) = req.map_err(HttpError::Client)?;
+                        let resp = this.client.fetch(&url, req_body.as_ref()).await?;
+                        Ok::<_, HttpError>((p, resp))
+                    }
+                })
+                .buffered(this.cfg.concurrency);
+            futures::pin_mut!(fetches);
+            while let Some(fetched) = fetches.next().await {
+                let (p, resp) = fetched?;
+                let (page, _) = this.process(&part, &p, resp, &mut st)?;
+                let stop = page.resume.is_none();
+                yield page;
+                if stop {
+                    return;
+                }
+            }
+            // the positions ran out (total or max_pages) without a stop page
+            yield this.done(&part);
+        })
+    }
+
+    fn done(&self, part: &Partition) -> Page {
+        Page {
+            partition: part.key.clone(),
+            records: Vec::new(),
+            resume: None,
+            url: String::new(),
+        }
+    }
+
+    /// Records out of a response, counters, the next position and the stop
+    /// decision.
+    fn process(
+        &self,
+        part: &Partition,
+        pos: &Position,
+        mut resp: Response,
+        st: &mut Resume,
+    ) -> Result<(Page, Option<Position>), HttpError> {
+        let shown = self.client.show(&resp.url);
+        let records =
+            take_records(&mut resp.body, &self.cfg.records).map_err(|message| HttpError::Body {
+                url: shown.clone(),
+                message,
+            })?;
+        let n = records.len() as u64;
+        st.pages += 1;
+        st.records += n;
+        if st.page_size.is_none() && n > 0 {
+            st.page_size = Some(n);
+        }
+        if let Some(t) = self.paginator.total(&resp, &records) {
+            st.total = Some(t);
+        }
+        let next = self
+            .paginator
+            .next(pos, &resp, &records)
+            .map_err(|m| HttpError::Body {
+                url: shown.clone(),
+                message: self.client.redact(&m),
+            })?;
+        let stop = self.paginator.stop(
+            &resp,
+            &records,
+            st.pages,
+            st.records,
+            st.page_size,
+            st.total,
+        );
+        self.metrics.pages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.records.fetch_add(n, Ordering::Relaxed);
+        let resume = match (&next, stop) {
+            (Some(p), None) => Some(Resume {
+                position: p.clone(),
+                ..st.clone()
+            }),
+            _ => {
+                tracing::debug!(url = %shown, reason = stop.unwrap_or("no next page"), "walk complete");
+                None
+            }
+        };
+        Ok((
+            Page {
+                partition: part.key.clone(),
+                records,
+                resume,
+                url: shown,
+            },
+            next,
+        ))
+    }
+}
+
+/// Take the record array out of a body (the rest of the body stays for the
+/// pagination locations). Null counts as no records.
+fn take_records(body: &mut Value, path: &FieldPath) -> Result<Vec<Value>, String> {
+    let found = if path.is_root() {
+        std::mem::take(body)
+    } else {
+        match path.take(body) {
+            Some(v) => v,
+            None => {
+                let keys = match &*body {
+                    Value::Object(m) => m.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+                    other => format!("the body is {}", type_name(other)),
+                };
+                return Err(format!(
+                    "the records path `{path}` is not in the response (top-level keys: {keys})"
+                ));
+            }
+        }
+    };
+    match found {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(Vec::new()),
+        other => Err(format!(
+            "expected an array of records at `{path}`, found {}; set `records` to the path of the array",
+            type_name(&other)
+        )),
+    }
+}
+
+/// The JSON type of a value, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Fill `{name}` placeholders from `vars`; unknown ones stay as written.
+pub fn fill(template: &str, vars: &IndexMap<String, String>) -> String {
+    if vars.is_empty() || !template.contains('{') {
+        return template.to_string();
+    }
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+fn fill_json(v: &Value, vars: &IndexMap<String, String>) -> Value {
+    match v {
+        Value::String(s) => Value::String(fill(s, vars)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| fill_json(x, vars)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), fill_json(x, vars)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

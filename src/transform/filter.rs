@@ -25,13 +25,22 @@ impl Filter {
             FilterOp::Exists => None,
             FilterOp::Matches => {
                 let Value::String(p) = &value else {
-                    return Err(("value", "`matches` takes a regular expression string as `value`".into()));
+                    return Err((
+                        "value",
+                        "`matches` takes a regular expression string as `value`".into(),
+                    ));
                 };
-                Some(regex::Regex::new(p).map_err(|e| ("value", format!("not a regular expression: {e}")))?)
+                Some(
+                    regex::Regex::new(p)
+                        .map_err(|e| ("value", format!("not a regular expression: {e}")))?,
+                )
             }
             _ => {
                 if c.value.is_none() {
-                    return Err(("value", "this operator needs a `value` to compare with".into()));
+                    return Err((
+                        "value",
+                        "this operator needs a `value` to compare with".into(),
+                    ));
                 }
                 None
             }
@@ -55,9 +64,15 @@ impl Filter {
             FilterOp::Eq => found.is_some_and(|v| compare(v, &self.value) == Some(Ordering::Equal)),
             FilterOp::Ne => found.is_none_or(|v| compare(v, &self.value) != Some(Ordering::Equal)),
             FilterOp::Lt => found.and_then(|v| compare(v, &self.value)) == Some(Ordering::Less),
-            FilterOp::Le => matches!(found.and_then(|v| compare(v, &self.value)), Some(Ordering::Less | Ordering::Equal)),
+            FilterOp::Le => matches!(
+                found.and_then(|v| compare(v, &self.value)),
+                Some(Ordering::Less | Ordering::Equal)
+            ),
             FilterOp::Gt => found.and_then(|v| compare(v, &self.value)) == Some(Ordering::Greater),
-            FilterOp::Ge => matches!(found.and_then(|v| compare(v, &self.value)), Some(Ordering::Greater | Ordering::Equal)),
+            FilterOp::Ge => matches!(
+                found.and_then(|v| compare(v, &self.value)),
+                Some(Ordering::Greater | Ordering::Equal)
+            ),
         }
     }
 }

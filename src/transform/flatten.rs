@@ -10,7 +10,11 @@ pub struct Flatten(pub String);
 
 fn flatten_into(prefix: &str, sep: &str, m: Map<String, Value>, out: &mut Map<String, Value>) {
     for (k, v) in m {
-        let name = if prefix.is_empty() { k } else { format!("{prefix}{sep}{k}") };
+        let name = if prefix.is_empty() {
+            k
+        } else {
+            format!("{prefix}{sep}{k}")
+        };
         match v {
             Value::Object(inner) if !inner.is_empty() => flatten_into(&name, sep, inner, out),
             other => {

@@ -20,14 +20,21 @@ pub struct Jq {
 impl Jq {
     /// Parse and compile; the error lists jaq's reports.
     pub fn build(code: &str) -> Result<Self, String> {
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let program = File { code, path: () };
-        let modules = loader
-            .load(&arena, program)
-            .map_err(|errs| format!("jq program does not parse: {}", describe(errs.len(), "parse")))?;
+        let modules = loader.load(&arena, program).map_err(|errs| {
+            format!(
+                "jq program does not parse: {}",
+                describe(errs.len(), "parse")
+            )
+        })?;
         let filter = Compiler::default()
             .with_funs(funs)
             .compile(modules)
@@ -36,7 +43,10 @@ impl Jq {
                     .iter()
                     .flat_map(|(_, es)| es.iter().map(|(name, _)| format!("`{}`", name)))
                     .collect();
-                format!("jq program does not compile: unknown name(s) {}", names.join(", "))
+                format!(
+                    "jq program does not compile: unknown name(s) {}",
+                    names.join(", ")
+                )
             })?;
         Ok(Self { filter })
     }
@@ -53,7 +63,9 @@ fn to_json(v: &Val) -> Value {
         Val::Bool(b) => Value::Bool(*b),
         Val::Num(n) => match n {
             jaq_json::Num::Int(i) => Value::from(*i as i64),
-            jaq_json::Num::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            jaq_json::Num::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             other => serde_json::from_str(&other.to_string()).unwrap_or(Value::Null),
         },
         Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
@@ -74,7 +86,8 @@ fn to_json(v: &Val) -> Value {
 
 impl Transform for Jq {
     fn apply(&self, record: Value, out: &mut Vec<Value>) -> Result<(), String> {
-        let input = Val::deserialize(record).map_err(|e| format!("record is not JSON jq can read: {e}"))?;
+        let input =
+            Val::deserialize(record).map_err(|e| format!("record is not JSON jq can read: {e}"))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         for r in self.filter.id.run((ctx, input)).map(unwrap_valr) {
             match r {

@@ -2,7 +2,7 @@
 //! kind behind the [`Transform`] trait, built once from the config (so a bad
 //! regex or jq program fails at load time) and applied per record, in order.
 
-mod cast;
+pub mod cast;
 mod fields;
 mod filter;
 mod flatten;
@@ -44,14 +44,26 @@ impl Chain {
         let mut steps: Vec<(&'static str, Box<dyn Transform>)> = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let step: (&'static str, Box<dyn Transform>) = match c {
-                TransformConfig::Rename(f) => ("rename", Box::new(fields::Rename(f.fields.clone()))),
-                TransformConfig::Select(f) => ("select", Box::new(fields::Select(f.fields.clone()))),
+                TransformConfig::Rename(f) => {
+                    ("rename", Box::new(fields::Rename(f.fields.clone())))
+                }
+                TransformConfig::Select(f) => {
+                    ("select", Box::new(fields::Select(f.fields.clone())))
+                }
                 TransformConfig::Drop(f) => ("drop", Box::new(fields::Drop(f.fields.clone()))),
                 TransformConfig::Set(f) => ("set", Box::new(fields::Set::new(f.fields.clone()))),
-                TransformConfig::Filter(f) => ("filter", Box::new(filter::Filter::build(f).map_err(|(k, m)| (i, k, m))?)),
-                TransformConfig::Flatten(f) => ("flatten", Box::new(flatten::Flatten(f.separator.clone()))),
+                TransformConfig::Filter(f) => (
+                    "filter",
+                    Box::new(filter::Filter::build(f).map_err(|(k, m)| (i, k, m))?),
+                ),
+                TransformConfig::Flatten(f) => {
+                    ("flatten", Box::new(flatten::Flatten(f.separator.clone())))
+                }
                 TransformConfig::Cast(f) => ("cast", Box::new(cast::Cast(f.fields.clone()))),
-                TransformConfig::Jq(j) => ("jq", Box::new(jq::Jq::build(&j.expr).map_err(|m| (i, "expr", m))?)),
+                TransformConfig::Jq(j) => (
+                    "jq",
+                    Box::new(jq::Jq::build(&j.expr).map_err(|m| (i, "expr", m))?),
+                ),
             };
             steps.push(step);
         }
@@ -63,31 +75,27 @@ impl Chain {
         self.steps.is_empty()
     }
 
-    /// Run every record of `records` through the chain, appending the results
-    /// to `out`. Stops at the first failing record.
-    pub fn apply_all(&self, records: Vec<Value>, out: &mut Vec<Value>) -> Result<(), TransformError> {
+    /// Run one record through the chain, appending what it becomes to `out`.
+    /// On failure nothing is appended.
+    pub fn apply_one(&self, record: Value, out: &mut Vec<Value>) -> Result<(), TransformError> {
         if self.steps.is_empty() {
-            out.extend(records);
+            out.push(record);
             return Ok(());
         }
-        let mut cur = Vec::new();
+        let mut cur = vec![record];
         let mut next = Vec::new();
-        for record in records {
-            cur.clear();
-            cur.push(record);
-            for (index, (kind, step)) in self.steps.iter().enumerate() {
-                next.clear();
-                for r in cur.drain(..) {
-                    step.apply(r, &mut next).map_err(|message| TransformError {
-                        index,
-                        kind,
-                        message,
-                    })?;
-                }
-                std::mem::swap(&mut cur, &mut next);
+        for (index, (kind, step)) in self.steps.iter().enumerate() {
+            next.clear();
+            for r in cur.drain(..) {
+                step.apply(r, &mut next).map_err(|message| TransformError {
+                    index,
+                    kind,
+                    message,
+                })?;
             }
-            out.append(&mut cur);
+            std::mem::swap(&mut cur, &mut next);
         }
+        out.append(&mut cur);
         Ok(())
     }
 }
@@ -114,7 +122,8 @@ mod tests {
 
     fn run(c: &Chain, input: Value) -> Vec<Value> {
         let mut out = Vec::new();
-        c.apply_all(vec![input], &mut out).unwrap_or_else(|e| panic!("{e}"));
+        c.apply_one(input, &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
         out
     }
 
@@ -134,7 +143,10 @@ fields = ["body"]
 "#,
         );
         assert_eq!(
-            run(&c, json!({"userId": 3, "id": 1, "title": "HeLLo", "body": "b"})),
+            run(
+                &c,
+                json!({"userId": 3, "id": 1, "title": "HeLLo", "body": "b"})
+            ),
             vec![json!({"id": 1, "user_id": 3, "title": "hello"})]
         );
         assert!(run(&c, json!({"userId": 0, "id": 2, "title": "x"})).is_empty());
@@ -143,7 +155,10 @@ fields = ["body"]
     #[test]
     fn jq_many_out() {
         let c = chain("[[transform]]\nkind = \"jq\"\nexpr = '.tags[] | {tag: .}'\n");
-        assert_eq!(run(&c, json!({"tags": ["a", "b"]})), vec![json!({"tag": "a"}), json!({"tag": "b"})]);
+        assert_eq!(
+            run(&c, json!({"tags": ["a", "b"]})),
+            vec![json!({"tag": "a"}), json!({"tag": "b"})]
+        );
     }
 
     #[test]
@@ -168,11 +183,22 @@ kind = "select"
 fields = ["id", "user__name", "label", "copy", "source", "n", "ok"]
 "#,
         );
-        let out = run(&c, json!({"id": 7, "user": {"name": "ann"}, "n": "12", "ok": "true", "x": 1}));
+        let out = run(
+            &c,
+            json!({"id": 7, "user": {"name": "ann"}, "n": "12", "ok": "true", "x": 1}),
+        );
         assert_eq!(
             out,
-            vec![json!({"id": "7", "user__name": "ann", "label": "7-ann", "copy": 7, "source": "api", "n": 12, "ok": true})]
+            vec![
+                json!({"id": "7", "user__name": "ann", "label": "7-ann", "copy": 7, "source": "api", "n": 12, "ok": true})
+            ]
         );
-        assert!(run(&c, json!({"id": 8, "user": {"name": "b"}, "n": 3, "ok": false})).is_empty());
+        assert!(
+            run(
+                &c,
+                json!({"id": 8, "user": {"name": "b"}, "n": 3, "ok": false})
+            )
+            .is_empty()
+        );
     }
 }

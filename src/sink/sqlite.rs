@@ -1,0 +1,777 @@
+//! The SQLite sink: the only writer of a pipeline's database.
+//!
+//! It owns one connection (WAL, `synchronous = NORMAL`), runs the embedded
+//! migrations of ingest's own tables, creates and evolves the target table
+//! (declared columns first, then fields as they appear; a column is never
+//! dropped), and writes each [`Batch`] in one transaction: multi-row
+//! INSERT/UPSERT statements within SQLite's bound-parameter limit, the resume
+//! state of every partition in the batch, the rejects and the run counters.
+//! A crash loses at most the batch in flight, and the state in the database
+//! always matches the rows in it.
+//!
+//! `write = "replace"` (and any `--full-refresh`) loads a staging table and
+//! swaps it in by rename in the run's last transaction, so a reader never sees
+//! a half-loaded table.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite};
+
+use super::{Batch, Reject, SinkError};
+use crate::config::{ColumnType, SqliteSinkConfig, WriteMode};
+use crate::source::Resume;
+use crate::transform::cast;
+
+/// SQLite's limit on bound values per statement.
+const MAX_BINDS: usize = 32_766;
+/// Rows per statement, at most (measured best in crates.md).
+const MAX_ROWS: usize = 500;
+/// SQL for "now" as RFC 3339 with milliseconds.
+pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+
+/// `"name"` with inner quotes doubled: safe for any identifier.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Open (creating the file and its directory if needed) and migrate.
+pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            SinkError::Schema(format!(
+                "{}: cannot create the directory: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    let mut conn = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(|source| SinkError::Db {
+            path: shown.clone(),
+            action: "cannot open the database".into(),
+            source,
+        })?;
+    sqlx::migrate!("./migrations")
+        .run(&mut conn)
+        .await
+        .map_err(|source| SinkError::Migrate {
+            path: shown,
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Open an existing database read-only (for `state`, `runs`, `show`).
+pub async fn open_existing(path: &Path) -> Result<SqliteConnection, SinkError> {
+    if !path.exists() {
+        return Err(SinkError::Schema(format!(
+            "{}: no database yet; `ingest run` creates it",
+            path.display()
+        )));
+    }
+    connect(path).await
+}
+
+/// A value ready to bind.
+enum Sql<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    ty: ColumnType,
+    /// Declared in the pipeline: values must convert, or the record is rejected.
+    strict: bool,
+}
+
+/// A pipeline's writer.
+pub struct SqliteSink {
+    conn: SqliteConnection,
+    path: String,
+    pipeline: String,
+    table: String,
+    target: String,
+    mode: WriteMode,
+    staged: bool,
+    primary_key: Vec<String>,
+    declared: IndexMap<String, ColumnType>,
+    columns: Vec<Column>,
+    /// lower-cased column name → position (SQLite names are case-insensitive)
+    index: HashMap<String, usize>,
+    exists: bool,
+    run_id: i64,
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    /// Rows written.
+    pub rows: u64,
+    /// Records and pages rejected.
+    pub rejects: u64,
+}
+
+impl SqliteSink {
+    /// Connect and migrate.
+    pub async fn open(cfg: &SqliteSinkConfig, pipeline: &str) -> Result<Self, SinkError> {
+        let conn = connect(&cfg.path).await?;
+        Ok(Self {
+            conn,
+            path: cfg.path.display().to_string(),
+            pipeline: pipeline.to_string(),
+            table: cfg.table.clone(),
+            target: cfg.table.clone(),
+            mode: cfg.write,
+            staged: false,
+            primary_key: cfg.primary_key.clone(),
+            declared: cfg.columns.clone(),
+            columns: Vec::new(),
+            index: HashMap::new(),
+            exists: false,
+            run_id: 0,
+        })
+    }
+
+    fn db(&self, action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> SinkError + '_ {
+        let action = action.into();
+        move |source| SinkError::Db {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// The run's id in `_ingest_runs`.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The staging table's name for a table.
+    pub fn staging_name(table: &str) -> String {
+        format!("_ingest_staging__{table}")
+    }
+
+    /// Record the run and prepare the target. `fresh` means no partition
+    /// resumes (a staged load then starts from an empty staging table).
+    pub async fn begin_run(&mut self, full_refresh: bool, fresh: bool) -> Result<i64, SinkError> {
+        self.staged = full_refresh || self.mode == WriteMode::Replace;
+        self.target = if self.staged {
+            Self::staging_name(&self.table)
+        } else {
+            self.table.clone()
+        };
+        if self.staged && fresh {
+            let sql = format!("DROP TABLE IF EXISTS {}", quote(&self.target));
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut self.conn)
+                .await
+                .map_err(self.db("cannot drop the old staging table"))?;
+        }
+        self.introspect().await?;
+        let sql = format!(
+            "INSERT INTO _ingest_runs (pipeline, started_at, status, pid) VALUES (?, {NOW}, 'running', ?) RETURNING id"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.pipeline)
+            .bind(i64::from(std::process::id()))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(self.db("cannot record the run"))?;
+        self.run_id = row
+            .try_get::<i64, _>(0)
+            .map_err(self.db("cannot read the run id"))?;
+        Ok(self.run_id)
+    }
+
+    /// Read the target's columns, if it exists.
+    async fn introspect(&mut self) -> Result<(), SinkError> {
+        let sql = format!(
+            "SELECT name, type FROM pragma_table_info({})",
+            sql_string(&self.target)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(self.db("cannot read the table's columns"))?;
+        self.columns.clear();
+        self.index.clear();
+        self.exists = !rows.is_empty();
+        for r in rows {
+            let name: String = r
+                .try_get(0)
+                .map_err(self.db("cannot read the table's columns"))?;
+            let decl: String = r.try_get(1).unwrap_or_default();
+            let (ty, strict) = match self
+                .declared
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+            {
+                Some((_, t)) => (*t, true),
+                None => (from_decl(&decl), false),
+            };
+            self.push_column(name, ty, strict);
+        }
+        Ok(())
+    }
+
+    fn push_column(&mut self, name: String, ty: ColumnType, strict: bool) {
+        self.index.insert(name.to_lowercase(), self.columns.len());
+        self.columns.push(Column { name, ty, strict });
+    }
+
+    /// The saved resume points of this pipeline: partition → resume
+    /// (`None` = that partition's walk finished in an interrupted run).
+    pub async fn load_state(&mut self) -> Result<IndexMap<String, Option<Resume>>, SinkError> {
+        let rows = sqlx::query("SELECT partition, resume, done FROM _ingest_state WHERE pipeline = ? ORDER BY partition")
+            .bind(&self.pipeline)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(self.db("cannot read the resume state"))?;
+        let mut out = IndexMap::new();
+        for r in rows {
+            let partition: String = r
+                .try_get(0)
+                .map_err(self.db("cannot read the resume state"))?;
+            let resume: Option<String> = r
+                .try_get(1)
+                .map_err(self.db("cannot read the resume state"))?;
+            let done: i64 = r.try_get(2).unwrap_or(0);
+            let parsed = match (done, resume) {
+                (0, Some(text)) => match serde_json::from_str::<Resume>(&text) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(
+                            partition,
+                            "the saved resume point does not parse ({e}); that partition starts over"
+                        );
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            out.insert(partition, parsed);
+        }
+        Ok(out)
+    }
+
+    /// Forget this pipeline's resume state (`--full-refresh`, `state reset`).
+    pub async fn clear_state(&mut self) -> Result<(), SinkError> {
+        sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
+            .bind(&self.pipeline)
+            .execute(&mut self.conn)
+            .await
+            .map_err(self.db("cannot clear the resume state"))?;
+        Ok(())
+    }
+
+    /// Commit one batch: rows, state, rejects and run counters together.
+    pub async fn write(&mut self, batch: Batch) -> Result<Written, SinkError> {
+        let Batch {
+            records,
+            states,
+            pages,
+            mut rejects,
+        } = batch;
+        // columns this batch brings
+        let mut new_cols: Vec<Column> = Vec::new();
+        if !self.exists {
+            for (name, ty) in self.declared.clone() {
+                if !self.index.contains_key(&name.to_lowercase()) {
+                    new_cols.push(Column {
+                        name: name.clone(),
+                        ty,
+                        strict: true,
+                    });
+                    self.push_column(name, ty, true);
+                }
+            }
+        }
+        for r in &records {
+            if let Value::Object(m) = r {
+                for (k, v) in m {
+                    if usable_name(k) && !self.index.contains_key(&k.to_lowercase()) {
+                        let ty = infer(v);
+                        new_cols.push(Column {
+                            name: k.clone(),
+                            ty,
+                            strict: false,
+                        });
+                        self.push_column(k.clone(), ty, false);
+                    }
+                }
+            }
+        }
+        // inferred from a null: look further for a real value
+        for c in new_cols.iter_mut().filter(|c| !c.strict) {
+            if let Some(v) = records
+                .iter()
+                .filter_map(|r| r.get(&c.name))
+                .find(|v| !v.is_null())
+            {
+                c.ty = infer(v);
+                if let Some(&i) = self.index.get(&c.name.to_lowercase()) {
+                    self.columns[i].ty = c.ty;
+                }
+            }
+        }
+        let rows = self.rows(&records, &mut rejects);
+        let ddl = self.ddl(&new_cols);
+        let prefix = self.insert_prefix();
+        let suffix = self.upsert_suffix();
+
+        let mut tx = self.conn.begin().await.map_err(|source| SinkError::Db {
+            path: self.path.clone(),
+            action: "cannot begin a transaction".into(),
+            source,
+        })?;
+        for sql in ddl {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| SinkError::Db {
+                    path: self.path.clone(),
+                    action: format!("cannot evolve the table ({sql})"),
+                    source,
+                })?;
+        }
+        if !self.columns.is_empty() {
+            self.exists = true;
+        }
+        let ncols = self.columns.len().max(1);
+        let per_stmt = (MAX_BINDS / ncols).clamp(1, MAX_ROWS);
+        for chunk in rows.chunks(per_stmt) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(prefix.as_str());
+            qb.push_values(chunk, |mut b, row| {
+                for v in row {
+                    match v {
+                        Sql::Null => b.push_bind(None::<i64>),
+                        Sql::Int(i) => b.push_bind(*i),
+                        Sql::Real(f) => b.push_bind(*f),
+                        Sql::Text(s) => b.push_bind(s.as_ref()),
+                    };
+                }
+            });
+            qb.push(suffix.as_str());
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| SinkError::Db {
+                    path: self.path.clone(),
+                    action: format!("cannot write {} rows into `{}`", chunk.len(), self.table),
+                    source,
+                })?;
+        }
+        let state_sql = format!(
+            "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
+             ON CONFLICT (pipeline, partition) DO UPDATE SET resume = excluded.resume, done = excluded.done, \
+             run_id = excluded.run_id, updated_at = excluded.updated_at"
+        );
+        for (partition, resume) in &states {
+            let text = resume
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_default());
+            sqlx::query(AssertSqlSafe(state_sql.clone()))
+                .bind(&self.pipeline)
+                .bind(partition.as_ref())
+                .bind(text)
+                .bind(i64::from(resume.is_none()))
+                .bind(self.run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| SinkError::Db {
+                    path: self.path.clone(),
+                    action: "cannot save the resume state".into(),
+                    source,
+                })?;
+        }
+        let reject_sql = format!(
+            "INSERT INTO _ingest_rejects (run_id, pipeline, partition, url, status, reason, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})"
+        );
+        for r in &rejects {
+            sqlx::query(AssertSqlSafe(reject_sql.clone()))
+                .bind(self.run_id)
+                .bind(&self.pipeline)
+                .bind(r.partition.as_ref())
+                .bind(r.url.as_deref())
+                .bind(r.status.map(i64::from))
+                .bind(&r.reason)
+                .bind(r.record.as_ref().map(|v| v.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| SinkError::Db {
+                    path: self.path.clone(),
+                    action: "cannot record a reject".into(),
+                    source,
+                })?;
+        }
+        let written = Written {
+            rows: rows.len() as u64,
+            rejects: rejects.len() as u64,
+        };
+        sqlx::query("UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?")
+            .bind(pages as i64)
+            .bind(written.rows as i64)
+            .bind(written.rejects as i64)
+            .bind(self.run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| SinkError::Db { path: self.path.clone(), action: "cannot update the run".into(), source })?;
+        tx.commit().await.map_err(|source| SinkError::Db {
+            path: self.path.clone(),
+            action: "cannot commit".into(),
+            source,
+        })?;
+        Ok(written)
+    }
+
+    /// CREATE TABLE, or ALTER TABLE ADD COLUMN for each new column, and the
+    /// unique index that merge needs.
+    fn ddl(&self, new_cols: &[Column]) -> Vec<String> {
+        let mut out = Vec::new();
+        if new_cols.is_empty() && self.exists {
+            return out;
+        }
+        if !self.exists {
+            if self.columns.is_empty() {
+                return out;
+            }
+            let cols: Vec<String> = self
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", quote(&c.name), c.ty.sql()))
+                .collect();
+            out.push(format!(
+                "CREATE TABLE IF NOT EXISTS {} ({})",
+                quote(&self.target),
+                cols.join(", ")
+            ));
+        } else {
+            for c in new_cols {
+                out.push(format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    quote(&self.target),
+                    quote(&c.name),
+                    c.ty.sql()
+                ));
+            }
+        }
+        if self.mode == WriteMode::Merge
+            && self
+                .primary_key
+                .iter()
+                .all(|k| self.index.contains_key(&k.to_lowercase()))
+        {
+            out.push(self.pk_index(&self.target));
+        }
+        out
+    }
+
+    fn pk_index(&self, table: &str) -> String {
+        let cols: Vec<String> = self.primary_key.iter().map(|k| quote(k)).collect();
+        format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+            quote(&format!("_ingest_pk_{table}")),
+            quote(table),
+            cols.join(", ")
+        )
+    }
+
+    fn insert_prefix(&self) -> String {
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(&c.name)).collect();
+        format!("INSERT INTO {} ({}) ", quote(&self.target), cols.join(", "))
+    }
+
+    fn upsert_suffix(&self) -> String {
+        if self.mode != WriteMode::Merge {
+            return String::new();
+        }
+        let pk: Vec<String> = self.primary_key.iter().map(|k| quote(k)).collect();
+        let sets: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| {
+                !self
+                    .primary_key
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.name))
+            })
+            .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+            .collect();
+        if sets.is_empty() {
+            format!(" ON CONFLICT ({}) DO NOTHING", pk.join(", "))
+        } else {
+            format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                pk.join(", "),
+                sets.join(", ")
+            )
+        }
+    }
+
+    /// Records to rows in column order; what cannot be stored is rejected.
+    fn rows<'r>(&self, records: &'r [Value], rejects: &mut Vec<Reject>) -> Vec<Vec<Sql<'r>>> {
+        let mut rows = Vec::with_capacity(records.len());
+        'records: for r in records {
+            let reject = |reason: String| Reject {
+                partition: "".into(),
+                url: None,
+                status: None,
+                reason,
+                record: Some(r.clone()),
+            };
+            let Value::Object(m) = r else {
+                rejects.push(reject(format!(
+                    "a record must be a JSON object, found {}",
+                    crate::source::type_name(r)
+                )));
+                continue;
+            };
+            let mut row: Vec<Sql<'r>> = (0..self.columns.len()).map(|_| Sql::Null).collect();
+            for (k, v) in m {
+                if !usable_name(k) {
+                    rejects.push(reject(format!(
+                        "field name {k:?} cannot be a column name (empty or holds a NUL)"
+                    )));
+                    continue 'records;
+                }
+                let Some(&i) = self.index.get(&k.to_lowercase()) else {
+                    continue;
+                };
+                let col = &self.columns[i];
+                match to_sql(v, col) {
+                    Ok(s) => row[i] = s,
+                    Err(reason) => {
+                        rejects.push(reject(format!(
+                            "column `{}` ({}): {reason}",
+                            col.name,
+                            col.ty.name()
+                        )));
+                        continue 'records;
+                    }
+                }
+            }
+            if self.mode == WriteMode::Merge {
+                for k in &self.primary_key {
+                    let missing = self
+                        .index
+                        .get(&k.to_lowercase())
+                        .is_none_or(|&i| matches!(row[i], Sql::Null));
+                    if missing {
+                        rejects.push(reject(format!(
+                            "primary key field `{k}` is missing or null"
+                        )));
+                        continue 'records;
+                    }
+                }
+            }
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// End the run. On success: swap a staged table in, forget the resume
+    /// state, mark the run done, all in one transaction. Otherwise: record
+    /// the status and error, keep the state.
+    pub async fn finish(
+        &mut self,
+        status: &str,
+        error: Option<&str>,
+        retries: u64,
+    ) -> Result<(), SinkError> {
+        let final_index = self.pk_index(&self.table);
+        let mut tx = self.conn.begin().await.map_err(|source| SinkError::Db {
+            path: self.path.clone(),
+            action: "cannot begin the final transaction".into(),
+            source,
+        })?;
+        let mut stmts: Vec<String> = Vec::new();
+        if status == "done" {
+            if self.staged {
+                if self.exists {
+                    stmts.push(format!("DROP TABLE IF EXISTS {}", quote(&self.table)));
+                    stmts.push(format!(
+                        "ALTER TABLE {} RENAME TO {}",
+                        quote(&self.target),
+                        quote(&self.table)
+                    ));
+                    stmts.push(format!(
+                        "DROP INDEX IF EXISTS {}",
+                        quote(&format!("_ingest_pk_{}", self.target))
+                    ));
+                    if self.mode == WriteMode::Merge {
+                        stmts.push(final_index);
+                    }
+                } else {
+                    // the API had no records: the table is emptied, its schema kept
+                    let exists = sqlx::query(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    )
+                    .bind(&self.table)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|source| SinkError::Db {
+                        path: self.path.clone(),
+                        action: "cannot look up the table".into(),
+                        source,
+                    })?;
+                    if exists.is_some() {
+                        stmts.push(format!("DELETE FROM {}", quote(&self.table)));
+                    }
+                }
+            }
+            stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
+        }
+        for sql in stmts {
+            let q = sqlx::query(AssertSqlSafe(sql.clone()));
+            let q = if sql.contains("?1") {
+                q.bind(&self.pipeline)
+            } else {
+                q
+            };
+            q.execute(&mut *tx).await.map_err(|source| SinkError::Db {
+                path: self.path.clone(),
+                action: format!("cannot finish the run ({sql})"),
+                source,
+            })?;
+        }
+        let sql = format!(
+            "UPDATE _ingest_runs SET status = ?, error = ?, retries = ?, ended_at = {NOW} WHERE id = ?"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(status)
+            .bind(error)
+            .bind(retries as i64)
+            .bind(self.run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| SinkError::Db {
+                path: self.path.clone(),
+                action: "cannot record the run's end".into(),
+                source,
+            })?;
+        tx.commit().await.map_err(|source| SinkError::Db {
+            path: self.path.clone(),
+            action: "cannot commit the run's end".into(),
+            source,
+        })?;
+        if status == "done" && self.staged {
+            self.target = self.table.clone();
+            self.staged = false;
+        }
+        Ok(())
+    }
+}
+
+fn usable_name(k: &str) -> bool {
+    !k.is_empty() && !k.contains('\0')
+}
+
+/// A string literal for SQL text (only for names we already validated).
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The type a column gets from the first value seen in it.
+fn infer(v: &Value) -> ColumnType {
+    match v {
+        Value::Bool(_) => ColumnType::Boolean,
+        Value::Number(n) if n.is_i64() => ColumnType::Integer,
+        Value::Number(n) if n.is_u64() => ColumnType::Text, // beyond i64: keep every digit
+        Value::Number(_) => ColumnType::Real,
+        Value::Array(_) | Value::Object(_) => ColumnType::Json,
+        Value::String(_) | Value::Null => ColumnType::Text,
+    }
+}
+
+fn from_decl(decl: &str) -> ColumnType {
+    let d = decl.to_ascii_uppercase();
+    if d.contains("INT") {
+        ColumnType::Integer
+    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+        ColumnType::Real
+    } else {
+        ColumnType::Text
+    }
+}
+
+/// One value for one column. Declared columns convert or fail; inferred ones
+/// store what came, by its JSON type (SQLite's flexible typing).
+fn to_sql<'a>(v: &'a Value, col: &Column) -> Result<Sql<'a>, String> {
+    if v.is_null() {
+        return Ok(Sql::Null);
+    }
+    if col.ty == ColumnType::Json {
+        return Ok(Sql::Text(v.to_string().into()));
+    }
+    if col.strict {
+        let converted = cast::convert(v, col.ty)
+            .ok_or_else(|| format!("{} does not convert", cast::short(v)))?;
+        return Ok(match converted {
+            Value::Bool(b) => Sql::Int(i64::from(b)),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Sql::Int(i),
+                None => match n.as_f64() {
+                    Some(f) if col.ty == ColumnType::Real => Sql::Real(f),
+                    _ => return Err(format!("{n} is out of range for a 64-bit integer")),
+                },
+            },
+            Value::String(s) => Sql::Text(s.into()),
+            Value::Null => Sql::Null,
+            other => Sql::Text(other.to_string().into()),
+        });
+    }
+    Ok(match v {
+        Value::Bool(b) => Sql::Int(i64::from(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Sql::Int(i),
+            (None, _) if n.is_u64() => Sql::Text(n.to_string().into()),
+            (None, Some(f)) => Sql::Real(f),
+            (None, None) => Sql::Text(n.to_string().into()),
+        },
+        Value::String(s) => Sql::Text(s.as_str().into()),
+        Value::Array(_) | Value::Object(_) => Sql::Text(v.to_string().into()),
+        Value::Null => Sql::Null,
+    })
+}
+
+/// The columns a table would get from these records: declared ones first,
+/// then each new field with the type of its first non-null value.
+pub fn infer_columns(
+    records: &[Value],
+    declared: &IndexMap<String, ColumnType>,
+) -> Vec<(String, ColumnType)> {
+    let mut out: IndexMap<String, (String, ColumnType, bool)> = IndexMap::new();
+    for (k, t) in declared {
+        out.insert(k.to_lowercase(), (k.clone(), *t, true));
+    }
+    for r in records {
+        if let Value::Object(m) = r {
+            for (k, v) in m {
+                let e = out
+                    .entry(k.to_lowercase())
+                    .or_insert((k.clone(), infer(v), v.is_null()));
+                if e.2 && !v.is_null() && !declared.contains_key(&e.0) {
+                    e.1 = infer(v);
+                    e.2 = false;
+                }
+            }
+        }
+    }
+    out.into_values().map(|(n, t, _)| (n, t)).collect()
+}

@@ -1,0 +1,338 @@
+//! The HTTP side of a source: one pooled `reqwest` client per source, auth,
+//! the concurrency cap (a semaphore shared by every walk of the source), and
+//! [`HttpClient::fetch`], which turns one URL into a parsed JSON response or
+//! an [`HttpError`] that names the redacted URL, the status and what was
+//! expected. Each attempt covers the request, the status, reading the whole
+//! body and parsing it, so a truncated body or a reset mid-body is retried.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use super::retry::{self, Transient};
+use super::{HttpError, SourceMetrics};
+use crate::config::HttpSourceConfig;
+use crate::config::source::{ApiKeyIn, AuthConfig, Method, RetryConfig};
+use crate::redact::Secrets;
+
+/// Bodies larger than this are refused rather than buffered.
+pub const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// A response that parsed as JSON.
+#[derive(Debug)]
+pub struct Response {
+    /// The final URL (after redirects).
+    pub url: Url,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The parsed body.
+    pub body: Value,
+}
+
+/// A source's client.
+pub struct HttpClient {
+    inner: reqwest::Client,
+    method: reqwest::Method,
+    retry: RetryConfig,
+    secrets: Secrets,
+    permits: Arc<Semaphore>,
+    api_key_query: Option<(String, String)>,
+    metrics: Arc<SourceMetrics>,
+}
+
+/// One failed attempt.
+#[derive(Debug)]
+enum Attempt {
+    Transport {
+        message: String,
+        transient: bool,
+    },
+    Status {
+        status: u16,
+        excerpt: String,
+        retry_after: Option<Duration>,
+        transient: bool,
+    },
+    Body {
+        message: String,
+    },
+}
+
+impl Transient for Attempt {
+    fn is_transient(&self) -> bool {
+        match self {
+            Attempt::Transport { transient, .. } | Attempt::Status { transient, .. } => *transient,
+            // truncated or garbled bodies are worth another try
+            Attempt::Body { .. } => true,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Attempt::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl HttpClient {
+    /// Build the client for a source.
+    pub fn new(
+        cfg: &HttpSourceConfig,
+        secrets: Secrets,
+        metrics: Arc<SourceMetrics>,
+    ) -> Result<Self, HttpError> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
+            headers.insert(name, value);
+        }
+        if !headers.contains_key(reqwest::header::USER_AGENT) {
+            headers.insert(
+                reqwest::header::USER_AGENT,
+                HeaderValue::from_static(concat!("ingest/", env!("CARGO_PKG_VERSION"))),
+            );
+        }
+        headers
+            .entry(reqwest::header::ACCEPT)
+            .or_insert(HeaderValue::from_static("application/json"));
+        let mut api_key_query = None;
+        let auth_header = match &cfg.auth {
+            AuthConfig::None => None,
+            AuthConfig::Bearer(b) => Some((
+                reqwest::header::AUTHORIZATION.as_str().to_string(),
+                format!("Bearer {}", b.token),
+            )),
+            AuthConfig::Basic(b) => {
+                use base64::Engine;
+                let c = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", b.username, b.password));
+                Some((
+                    reqwest::header::AUTHORIZATION.as_str().to_string(),
+                    format!("Basic {c}"),
+                ))
+            }
+            AuthConfig::ApiKey(k) => match k.location {
+                ApiKeyIn::Header => Some((k.name.clone(), k.value.clone())),
+                ApiKeyIn::Query => {
+                    api_key_query = Some((k.name.clone(), k.value.clone()));
+                    None
+                }
+            },
+        };
+        if let Some((name, value)) = auth_header {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::Client("the auth header name is not valid".into()))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                HttpError::Client("the auth credential is not valid header text".into())
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let inner = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| HttpError::Client(e.without_url().to_string()))?;
+        Ok(Self {
+            inner,
+            method: match cfg.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Post => reqwest::Method::POST,
+            },
+            retry: cfg.retry.clone(),
+            secrets,
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            api_key_query,
+            metrics,
+        })
+    }
+
+    /// The URL as it may be shown: secrets masked.
+    pub fn show(&self, url: &Url) -> String {
+        self.secrets.redact(url.as_str())
+    }
+
+    /// Mask secrets in any text.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.redact(text)
+    }
+
+    /// The method, for messages.
+    pub fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    /// GET/POST `url` (with `body` for POST), retrying per `[source.retry]`.
+    pub async fn fetch(&self, url: &Url, body: Option<&Value>) -> Result<Response, HttpError> {
+        let mut url = url.clone();
+        if let Some((k, v)) = &self.api_key_query
+            && !url.query_pairs().any(|(name, _)| name == k.as_str())
+        {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let shown = self.show(&url);
+        let (result, attempts) = retry::with_retries(
+            &self.retry,
+            |e: &Attempt, delay, n| {
+                self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %shown, attempt = n, "{}; retrying in {:.1}s", self.describe(e), delay.as_secs_f64());
+            },
+            |_| self.attempt(&url, body),
+        )
+        .await;
+        self.metrics
+            .requests
+            .fetch_add(u64::from(attempts), Ordering::Relaxed);
+        result.map_err(|e| match e {
+            Attempt::Transport { message, .. } => HttpError::Transport {
+                method: self.method.to_string(),
+                url: shown.clone(),
+                message: self.redact(&message),
+                attempts,
+            },
+            Attempt::Status {
+                status, excerpt, ..
+            } => HttpError::Status {
+                method: self.method.to_string(),
+                url: shown.clone(),
+                status,
+                attempts,
+                excerpt: self.redact(&excerpt),
+            },
+            Attempt::Body { message } => HttpError::Body {
+                url: shown.clone(),
+                message: format!(
+                    "{} (after {attempts} attempt{})",
+                    self.redact(&message),
+                    if attempts == 1 { "" } else { "s" }
+                ),
+            },
+        })
+    }
+
+    fn describe(&self, e: &Attempt) -> String {
+        match e {
+            Attempt::Transport { message, .. } => self.redact(message),
+            Attempt::Status { status, .. } => format!("HTTP {status}"),
+            Attempt::Body { message } => self.redact(message),
+        }
+    }
+
+    async fn attempt(&self, url: &Url, body: Option<&Value>) -> Result<Response, Attempt> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Attempt::Transport {
+                message: "the source is shutting down".into(),
+                transient: false,
+            })?;
+        let mut req = self.inner.request(self.method.clone(), url.clone());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let final_url = resp.url().clone();
+        let headers = resp.headers().clone();
+        if !status.is_success() {
+            let retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+            let bytes = read_body(resp, 4096).await.unwrap_or_default();
+            return Err(Attempt::Status {
+                status: status.as_u16(),
+                excerpt: excerpt(&bytes),
+                retry_after,
+                transient: self.retry.on_status.contains(&status.as_u16()),
+            });
+        }
+        let bytes = read_body(resp, MAX_BODY).await?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            let ctype = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no content type");
+            Attempt::Body {
+                message: format!(
+                    "expected a JSON body, got {ctype} that does not parse ({e}): {}",
+                    excerpt(&bytes)
+                ),
+            }
+        })?;
+        Ok(Response {
+            url: final_url,
+            headers,
+            body,
+        })
+    }
+}
+
+fn transport(e: reqwest::Error) -> Attempt {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body was cut short"
+    } else {
+        "the request failed"
+    };
+    let transient = !e.is_builder() && !e.is_redirect();
+    // without_url: the URL may hold a key; callers add the redacted one
+    let e = e.without_url();
+    let mut message = format!("{kind}: {e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        message.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    Attempt::Transport { message, transient }
+}
+
+/// Read a body, refusing more than `limit` bytes.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Attempt> {
+    let mut buf = Vec::with_capacity(
+        resp.content_length()
+            .map_or(16 * 1024, |n| (n as usize).min(limit)),
+    );
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if buf.len() + chunk.len() > limit {
+            if limit < MAX_BODY {
+                buf.extend_from_slice(&chunk[..limit - buf.len()]);
+                return Ok(buf);
+            }
+            return Err(Attempt::Body {
+                message: format!(
+                    "the body is larger than {} MiB; refusing to buffer it",
+                    MAX_BODY / (1024 * 1024)
+                ),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The start of a body, on one line, for messages.
+pub fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if bytes.len() > 300 {
+        format!("{one_line}…")
+    } else {
+        one_line
+    }
+}

@@ -1,0 +1,485 @@
+//! How a walk goes from one page to the next: the [`Position`] of a request,
+//! how a position becomes a URL, what the next position is after a response,
+//! and the stop conditions that compose with every kind.
+//!
+//! `page_number` and `offset` are *addressable*: every position is known in
+//! advance, so the walk may fetch several at once. The others learn the next
+//! position from each response and walk one page at a time.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::http::Response;
+use crate::config::pagination::{PaginationConfig, PaginationKind};
+use crate::config::values::Location;
+
+/// Where a request of a walk points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    /// The first request of a cursor, next-URL or Link walk.
+    Start,
+    /// A page number.
+    Page(i64),
+    /// A record offset.
+    Offset(u64),
+    /// A cursor from the previous response.
+    Cursor(String),
+    /// A URL from the previous response.
+    Url(String),
+}
+
+/// The pagination rules of a source.
+#[derive(Debug, Clone)]
+pub struct Paginator {
+    cfg: PaginationConfig,
+}
+
+/// Why a walk ended.
+pub type StopReason = &'static str;
+
+impl Paginator {
+    /// From the config.
+    pub fn new(cfg: PaginationConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The kind's name.
+    pub fn kind(&self) -> &'static str {
+        self.cfg.kind.name()
+    }
+
+    /// The first position of a walk.
+    pub fn initial(&self) -> Position {
+        match &self.cfg.kind {
+            PaginationKind::PageNumber(k) => Position::Page(k.start),
+            PaginationKind::Offset(k) => Position::Offset(k.start),
+            _ => Position::Start,
+        }
+    }
+
+    /// Whether every position is known in advance.
+    pub fn addressable(&self) -> bool {
+        matches!(
+            self.cfg.kind,
+            PaginationKind::PageNumber(_) | PaginationKind::Offset(_)
+        )
+    }
+
+    /// The configured page size, if the kind has one.
+    pub fn page_size(&self) -> Option<u64> {
+        match &self.cfg.kind {
+            PaginationKind::PageNumber(k) => k.size,
+            PaginationKind::Offset(k) => Some(k.limit),
+            _ => None,
+        }
+    }
+
+    /// `max_pages`.
+    pub fn max_pages(&self) -> Option<u64> {
+        self.cfg.max_pages
+    }
+
+    /// The position `k` pages after `pos` (addressable kinds).
+    pub fn step(&self, pos: &Position, k: u64) -> Position {
+        match (&self.cfg.kind, pos) {
+            (PaginationKind::PageNumber(_), Position::Page(p)) => {
+                Position::Page(p.saturating_add(k as i64))
+            }
+            (PaginationKind::Offset(o), Position::Offset(x)) => {
+                Position::Offset(x.saturating_add(k.saturating_mul(o.limit)))
+            }
+            _ => pos.clone(),
+        }
+    }
+
+    /// The URL (and body) of the request at `pos`. Pagination parameters go
+    /// into the query, or into a POST's JSON object body when there is one.
+    pub fn request(
+        &self,
+        base: &Url,
+        body: Option<&Value>,
+        pos: &Position,
+    ) -> Result<(Url, Option<Value>), String> {
+        let mut url = base.clone();
+        let mut body = body.cloned();
+        let mut set = |name: &str, value: String| match &mut body {
+            Some(Value::Object(m)) => {
+                let v = value
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or(Value::String(value));
+                m.insert(name.to_string(), v);
+            }
+            _ => set_param(&mut url, name, &value),
+        };
+        match (&self.cfg.kind, pos) {
+            (PaginationKind::PageNumber(k), Position::Page(p)) => {
+                set(&k.param, p.to_string());
+                if let (Some(sp), Some(size)) = (&k.size_param, k.size) {
+                    set(sp, size.to_string());
+                }
+            }
+            (PaginationKind::Offset(k), Position::Offset(o)) => {
+                set(&k.offset_param, o.to_string());
+                set(&k.limit_param, k.limit.to_string());
+            }
+            (PaginationKind::Cursor(k), Position::Cursor(c)) => set(&k.param, c.clone()),
+            (_, Position::Url(u)) => {
+                url = Url::parse(u).map_err(|e| format!("the next URL `{u}` is not a URL: {e}"))?;
+            }
+            (_, Position::Start) => {}
+            (kind, pos) => {
+                return Err(format!(
+                    "the saved position {pos:?} does not fit pagination kind `{}`",
+                    kind.name()
+                ));
+            }
+        }
+        Ok((url, body))
+    }
+
+    /// The position after a response, or `None` when the kind says the walk
+    /// is over (no cursor, no next URL, no link; `none` after one request).
+    pub fn next(
+        &self,
+        pos: &Position,
+        resp: &Response,
+        records: &[Value],
+    ) -> Result<Option<Position>, String> {
+        Ok(match &self.cfg.kind {
+            PaginationKind::PageNumber(_) | PaginationKind::Offset(_) => Some(self.step(pos, 1)),
+            PaginationKind::None(_) => None,
+            PaginationKind::Cursor(k) => locate(&k.cursor, resp, records)
+                .and_then(|v| text(&v))
+                .map(Position::Cursor),
+            PaginationKind::NextUrl(k) => {
+                match locate(&k.next, resp, records).and_then(|v| text(&v)) {
+                    None => None,
+                    Some(next) => Some(Position::Url(
+                        resp.url
+                            .join(&next)
+                            .map_err(|e| {
+                                format!("the next URL `{next}` at `{}` is not a URL: {e}", k.next)
+                            })?
+                            .to_string(),
+                    )),
+                }
+            }
+            PaginationKind::LinkHeader(k) => link(resp, &k.rel)?.map(Position::Url),
+        })
+    }
+
+    /// Why the walk stops after this page, if it does: the composable stop
+    /// conditions. `pages` and `records` count the walk so far, this page included.
+    pub fn stop(
+        &self,
+        resp: &Response,
+        records: &[Value],
+        pages: u64,
+        seen: u64,
+        page_size: Option<u64>,
+        total: Option<u64>,
+    ) -> Option<StopReason> {
+        let n = records.len() as u64;
+        if n == 0 && self.cfg.stop_on_empty.unwrap_or(true) {
+            return Some("empty page");
+        }
+        let short_default = matches!(self.cfg.kind, PaginationKind::Offset(_));
+        if self.cfg.stop_on_short.unwrap_or(short_default) && page_size.is_some_and(|s| n < s) {
+            return Some("short page");
+        }
+        if let Some(loc) = &self.cfg.has_more
+            && locate(loc, resp, records).and_then(|v| truth(&v)) == Some(false)
+        {
+            return Some("has_more is false");
+        }
+        if total.is_some_and(|t| seen >= t) {
+            return Some("total reached");
+        }
+        if self.cfg.max_pages.is_some_and(|m| pages >= m) {
+            return Some("max_pages reached");
+        }
+        None
+    }
+
+    /// The total number of records, when the response gives it.
+    pub fn total(&self, resp: &Response, records: &[Value]) -> Option<u64> {
+        let loc = self.cfg.total.as_ref()?;
+        match locate(loc, resp, records)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Replace (or add) one query parameter.
+pub fn set_param(url: &mut Url, name: &str, value: &str) {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
+}
+
+/// The value at a location of a response.
+pub fn locate(loc: &Location, resp: &Response, records: &[Value]) -> Option<Value> {
+    match loc {
+        Location::Body(p) => p.get(&resp.body).cloned(),
+        Location::Header(h) => resp
+            .headers
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|s| Value::String(s.to_string())),
+        Location::LastRecord(p) => records.last().and_then(|r| p.get(r)).cloned(),
+    }
+}
+
+/// A cursor or URL as text; null, empty and false mean "none".
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn truth(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_f64().map(|f| f != 0.0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" | "" => Some(false),
+            _ => None,
+        },
+        Value::Null => Some(false),
+        _ => None,
+    }
+}
+
+/// The URL of the RFC 8288 link with relation `rel`, resolved against the
+/// response URL.
+fn link(resp: &Response, rel: &str) -> Result<Option<String>, String> {
+    let joined: Vec<&str> = resp
+        .headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if joined.is_empty() {
+        return Ok(None);
+    }
+    let header = joined.join(", ");
+    let links = parse_link_header::parse_with_rel(&header)
+        .map_err(|e| format!("the Link header does not parse ({e:?}): {header}"))?;
+    match links.get(rel) {
+        None => Ok(None),
+        Some(l) => resp
+            .url
+            .join(&l.raw_uri)
+            .map(|u| Some(u.to_string()))
+            .map_err(|e| format!("the `{rel}` link `{}` is not a URL: {e}", l.raw_uri)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::pagination::{Cursor, LinkHeader, Offset, PageNumber};
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use serde_json::json;
+
+    fn pag(kind: PaginationKind) -> Paginator {
+        Paginator::new(PaginationConfig {
+            kind,
+            ..Default::default()
+        })
+    }
+
+    fn resp(body: Value, headers: &[(&'static str, &str)]) -> Response {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                *k,
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("x")),
+            );
+        }
+        Response {
+            url: Url::parse("http://h.test/api/items?page=1").unwrap_or_else(|e| panic!("{e}")),
+            headers: h,
+            body,
+        }
+    }
+
+    #[test]
+    fn page_numbers_replace_params() {
+        let p = pag(PaginationKind::PageNumber(PageNumber {
+            param: "_page".into(),
+            start: 1,
+            size_param: Some("_limit".into()),
+            size: Some(50),
+        }));
+        let base =
+            Url::parse("http://h.test/posts?_limit=10&userId=3").unwrap_or_else(|e| panic!("{e}"));
+        let (u, _) = p
+            .request(&base, None, &p.step(&p.initial(), 2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.as_str(), "http://h.test/posts?userId=3&_page=3&_limit=50");
+    }
+
+    #[test]
+    fn offset_steps_by_limit_and_goes_into_post_bodies() {
+        let p = pag(PaginationKind::Offset(Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            limit: 25,
+            start: 0,
+        }));
+        assert_eq!(p.step(&p.initial(), 3), Position::Offset(75));
+        let base = Url::parse("http://h.test/search").unwrap_or_else(|e| panic!("{e}"));
+        let (u, b) = p
+            .request(&base, Some(&json!({"q": "x"})), &Position::Offset(25))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.as_str(), "http://h.test/search");
+        assert_eq!(b, Some(json!({"q": "x", "offset": 25, "limit": 25})));
+    }
+
+    #[test]
+    fn cursor_locations() {
+        let from_body = pag(PaginationKind::Cursor(Cursor {
+            cursor: Location::try_from("meta.next".to_string()).unwrap_or_else(|e| panic!("{e}")),
+            param: "c".into(),
+        }));
+        let r = resp(json!({"meta": {"next": "abc"}}), &[]);
+        assert_eq!(
+            from_body.next(&Position::Start, &r, &[]),
+            Ok(Some(Position::Cursor("abc".into())))
+        );
+        let r = resp(json!({"meta": {"next": ""}}), &[]);
+        assert_eq!(from_body.next(&Position::Start, &r, &[]), Ok(None));
+        let last = pag(PaginationKind::Cursor(Cursor {
+            cursor: Location::try_from("last_record:id".to_string())
+                .unwrap_or_else(|e| panic!("{e}")),
+            param: "starting_after".into(),
+        }));
+        let recs = [json!({"id": 1}), json!({"id": 2})];
+        assert_eq!(
+            last.next(&Position::Start, &resp(json!({}), &[]), &recs),
+            Ok(Some(Position::Cursor("2".into())))
+        );
+        let hdr = pag(PaginationKind::Cursor(Cursor {
+            cursor: Location::try_from("header:X-Next".to_string())
+                .unwrap_or_else(|e| panic!("{e}")),
+            param: "c".into(),
+        }));
+        assert_eq!(
+            hdr.next(&Position::Start, &resp(json!([]), &[("x-next", "zz")]), &[]),
+            Ok(Some(Position::Cursor("zz".into())))
+        );
+    }
+
+    #[test]
+    fn link_header_relative_and_absent() {
+        let p = pag(PaginationKind::LinkHeader(LinkHeader {
+            rel: "next".into(),
+        }));
+        let r = resp(
+            json!([]),
+            &[(
+                "link",
+                "<https://h.test/api/items?page=2>; rel=\"next\", </api/items?page=9>; rel=\"last\"",
+            )],
+        );
+        assert_eq!(
+            p.next(&Position::Start, &r, &[]),
+            Ok(Some(Position::Url(
+                "https://h.test/api/items?page=2".into()
+            )))
+        );
+        let r = resp(json!([]), &[("link", "</api/items?page=1>; rel=\"prev\"")]);
+        assert_eq!(p.next(&Position::Start, &r, &[]), Ok(None));
+    }
+
+    #[test]
+    fn stop_conditions_compose() {
+        let mut cfg = PaginationConfig {
+            kind: PaginationKind::Cursor(Cursor {
+                cursor: Location::try_from("next".to_string()).unwrap_or_else(|e| panic!("{e}")),
+                param: "c".into(),
+            }),
+            ..Default::default()
+        };
+        cfg.has_more =
+            Some(Location::try_from("has_more".to_string()).unwrap_or_else(|e| panic!("{e}")));
+        cfg.max_pages = Some(3);
+        cfg.stop_on_short = Some(true);
+        let p = Paginator::new(cfg);
+        let one = [json!({})];
+        assert_eq!(
+            p.stop(
+                &resp(json!({"has_more": true}), &[]),
+                &one,
+                1,
+                1,
+                Some(1),
+                None
+            ),
+            None
+        );
+        assert_eq!(
+            p.stop(
+                &resp(json!({"has_more": false}), &[]),
+                &one,
+                1,
+                1,
+                Some(1),
+                None
+            ),
+            Some("has_more is false")
+        );
+        assert_eq!(
+            p.stop(&resp(json!({}), &[]), &[], 1, 0, None, None),
+            Some("empty page")
+        );
+        assert_eq!(
+            p.stop(
+                &resp(json!({"has_more": true}), &[]),
+                &one,
+                1,
+                1,
+                Some(2),
+                None
+            ),
+            Some("short page")
+        );
+        assert_eq!(
+            p.stop(
+                &resp(json!({"has_more": true}), &[]),
+                &one,
+                2,
+                5,
+                Some(1),
+                Some(5)
+            ),
+            Some("total reached")
+        );
+        assert_eq!(
+            p.stop(
+                &resp(json!({"has_more": true}), &[]),
+                &one,
+                3,
+                3,
+                Some(1),
+                None
+            ),
+            Some("max_pages reached")
+        );
+    }
+}
