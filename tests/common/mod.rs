@@ -1,0 +1,123 @@
+//! Helpers of the end-to-end tests: the mock API on 127.0.0.1, the real
+//! `ingest` binary, and the real SQLite file it wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ingest_mock::{MockApi, MockConfig};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+
+/// A started mock API.
+pub async fn mock(posts: u64) -> MockApi {
+    MockApi::start(MockConfig {
+        posts,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("mock API: {e}"))
+}
+
+/// The repository root (where `pipelines/` is).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a run of the binary printed and returned.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `ingest ARGS` in `dir` with `API_BASE` set, bounded to 60 s.
+pub async fn ingest(dir: &Path, api: &str, args: &[&str]) -> Out {
+    ingest_env(dir, api, args, &[]).await
+}
+
+/// Same, with more environment variables.
+pub async fn ingest_env(dir: &Path, api: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("API_BASE", api)
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("ingest {args:?} did not finish in 60 s"))
+        .unwrap_or_else(|e| panic!("cannot start ingest: {e}"));
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Write a pipeline file into `dir`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// Every row of a table, as JSON objects, in `order` order.
+pub async fn rows(db: &Path, table: &str, order: &str) -> Vec<Value> {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("columns of {table}: {e}"))
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    assert!(
+        !cols.is_empty(),
+        "table {table} does not exist in {}",
+        db.display()
+    );
+    let pairs: Vec<String> = cols.iter().map(|c| format!("'{c}', \"{c}\"")).collect();
+    let sql = format!(
+        "SELECT json_object({}) FROM \"{table}\" ORDER BY {order}",
+        pairs.join(", ")
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("rows of {table}: {e}"))
+        .iter()
+        .map(|r| serde_json::from_str(&r.get::<String, _>(0)).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// One number from a query.
+pub async fn scalar(db: &Path, sql: &str) -> i64 {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    sqlx::query(AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get::<i64, _>(0)
+}
+
+/// Assert the table holds exactly the posts of the mock, every column.
+pub async fn assert_posts(db: &Path, table: &str, api: &MockApi) {
+    let got = rows(db, table, "id").await;
+    let data = api.dataset();
+    let want: Vec<Value> = data.all_posts().collect();
+    assert_eq!(got.len(), want.len(), "row count of {table}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "row of {table} differs");
+    }
+}
