@@ -236,7 +236,7 @@ enum Bar {
 }
 
 impl Bar {
-    fn callback(&self) -> Arc<dyn Fn(&Progress) + Send + Sync> {
+    fn callback(&self) -> run::BatchHook {
         match self {
             Bar::Drawn(pb) => {
                 let pb = pb.clone();

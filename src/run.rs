@@ -116,6 +116,9 @@ async fn next_signal() -> Stop {
     ("SIGINT", 130)
 }
 
+/// Called after each committed batch with the run's counters.
+pub type BatchHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// Options of one run.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -124,7 +127,7 @@ pub struct RunOptions {
     /// Stop requests.
     pub shutdown: Shutdown,
     /// Called after each committed batch (progress display).
-    pub on_batch: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub on_batch: Option<BatchHook>,
     /// Wait this long before each batch write. Throttles the sink: for tests
     /// of backpressure, and to be gentle with a database others read.
     #[doc(hidden)]
@@ -313,10 +316,9 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         && failure
             .as_ref()
             .is_none_or(|e| !matches!(e, Error::Sink(_)))
+        && let Err(e) = commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
     {
-        if let Err(e) = commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await {
-            failure.get_or_insert(e);
-        }
+        failure.get_or_insert(e);
     }
     drop(rx);
     producer.abort();

@@ -499,7 +499,7 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
             "must be at least 1 (the first try counts)",
         ));
     }
-    if !(s.retry.multiplier >= 1.0) {
+    if s.retry.multiplier.is_nan() || s.retry.multiplier < 1.0 {
         return Err(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
     }
     let pg = &s.pagination;

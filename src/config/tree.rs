@@ -50,11 +50,9 @@ fn interpolate_value(
 ) -> Result<(), TreeError> {
     let span = v.span();
     match v.get_mut() {
-        DeValue::String(s) => {
-            if s.contains('$') {
-                let out = expand(s, lookup, secrets).map_err(|m| err(span, m))?;
-                *s = Cow::Owned(out);
-            }
+        DeValue::String(s) if s.contains('$') => {
+            let out = expand(s, lookup, secrets).map_err(|m| err(span, m))?;
+            *s = Cow::Owned(out);
         }
         DeValue::Array(a) => {
             for item in a.iter_mut() {

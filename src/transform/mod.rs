@@ -106,17 +106,12 @@ mod tests {
     use serde_json::json;
 
     fn chain(toml: &str) -> Chain {
-        #[derive(serde::Deserialize)]
-        struct T {
-            transform: Vec<TransformConfig>,
-        }
         // build through the real loader's kind rewrite
         let text = format!(
             "[source]\nkind = \"http\"\nbase_url = \"http://127.0.0.1:1\"\n[sink]\nkind = \"sqlite\"\npath = \"x.db\"\ntable = \"t\"\n{toml}"
         );
         let p = crate::config::load_str(&text, std::path::Path::new("t.toml"), &Default::default())
             .unwrap_or_else(|e| panic!("{e}"));
-        let _ = T { transform: vec![] };
         Chain::build(&p.transforms).unwrap_or_else(|e| panic!("{e:?}"))
     }
 

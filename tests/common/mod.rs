@@ -121,3 +121,18 @@ pub async fn assert_posts(db: &Path, table: &str, api: &MockApi) {
         assert_eq!(g, w, "row of {table} differs");
     }
 }
+
+/// A table's columns and declared types, in order.
+pub async fn columns(db: &Path, table: &str) -> Vec<(String, String)> {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    sqlx::query("SELECT name, type FROM pragma_table_info(?) ORDER BY cid")
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("columns of {table}: {e}"))
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+        .collect()
+}

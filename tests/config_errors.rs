@@ -1,0 +1,183 @@
+//! A wrong pipeline file: file:line:col, the key, what is allowed, exit 2,
+//! and not one request sent.
+
+mod common;
+
+use common::*;
+
+const GOOD: &str = r#"[source]
+kind = "http"
+base_url = "${API_BASE}"
+path = "/posts"
+
+[source.pagination]
+kind = "page_number"
+param = "_page"
+size_param = "_limit"
+size = 10
+
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "posts"
+write = "merge"
+primary_key = ["id"]
+"#;
+
+async fn refused(text: &str, expect: &[&str]) {
+    let api = mock(20).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "bad.toml", text);
+    for cmd in ["run", "validate"] {
+        let out = ingest(dir.path(), &api.url(), &[cmd, p.to_str().unwrap_or("")]).await;
+        assert_eq!(out.code, 2, "{cmd}: {out:?}");
+        for e in expect {
+            assert!(
+                out.stderr.contains(e),
+                "{cmd}: expected {e:?} in:\n{}",
+                out.stderr
+            );
+        }
+    }
+    assert!(
+        api.requests().is_empty(),
+        "the mock API saw {:?}",
+        api.requests()
+    );
+    assert!(
+        !dir.path().join("out.db").exists(),
+        "a database was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_file_runs() {
+    // the base of every case below is itself valid: each case fails for its one reason
+    let api = mock(20).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "good.toml", GOOD);
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key() {
+    refused(
+        &GOOD.replace("size = 10", "sise = 10"),
+        &["bad.toml:10:1: source.pagination.sise: unknown key `sise`; allowed here: param, start, size_param, size"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_type() {
+    refused(
+        &GOOD.replace("size = 10", "size = \"ten\""),
+        &["bad.toml:10:8: source.pagination.size: invalid type: string \"ten\""],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_required_key() {
+    refused(
+        &GOOD.replace("table = \"posts\"\n", ""),
+        &["bad.toml:12:1: sink.table: missing key `table`"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_env_var() {
+    refused(
+        &GOOD.replace("${API_BASE}", "${INGEST_TEST_UNSET_VARIABLE}"),
+        &["bad.toml:3:12: source.base_url: environment variable `INGEST_TEST_UNSET_VARIABLE` is not set"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_pagination_kind() {
+    refused(
+        &GOOD.replace("\"page_number\"", "\"pages\""),
+        &["bad.toml:7:8: source.pagination.kind: unknown value `pages`; expected one of: page_number, offset, cursor, next_url, link_header, none"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_table_name() {
+    refused(
+        &GOOD.replace(
+            "table = \"posts\"",
+            "table = \"posts\\\"; DROP TABLE x; --\"",
+        ),
+        &["bad.toml:15:9: sink.table: `posts\"; DROP TABLE x; --` is not a table name"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_file_wrong_means_nothing_runs() {
+    let api = mock(20).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let good = write(dir.path(), "good.toml", GOOD);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &GOOD.replace("kind = \"sqlite\"", "kind = \"postgres\""),
+    );
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "run",
+            good.to_str().unwrap_or(""),
+            bad.to_str().unwrap_or(""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "bad.toml:13:8: sink.kind: unknown value `postgres`; expected one of: sqlite"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_command_line_is_exit_2() {
+    let api = mock(1).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "good.toml", GOOD);
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "run",
+            p.to_str().unwrap_or(""),
+            "--set",
+            "source.concurrency=lots",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--set source.concurrency=lots: source.concurrency: invalid type"),
+        "{}",
+        out.stderr
+    );
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["run", "--no-such-flag", p.to_str().unwrap_or("")],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(api.requests().is_empty());
+}
