@@ -196,9 +196,20 @@ pub struct RunReport {
 /// Run one pipeline to the end (or to its first failure).
 pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let started = Instant::now();
-    if p.source.partition.is_some() || p.source.incremental.is_some() {
+    // keys the file format has but this build does not act on yet: refuse
+    // rather than ignore (an ignored rate limit can get a user banned)
+    let unsupported = [
+        (p.source.partition.is_some(), "[source.partition]"),
+        (p.source.incremental.is_some(), "[source.incremental]"),
+        (p.source.rate_limit.is_some(), "source.rate_limit"),
+        (
+            p.source.on_error == crate::config::source::OnError::Skip,
+            "source.on_error = \"skip\"",
+        ),
+    ];
+    if let Some((_, key)) = unsupported.iter().find(|(used, _)| *used) {
         return Err(ConfigError::Usage(format!(
-            "{}: [source.partition] and [source.incremental] are not supported by this build yet",
+            "{}: {key} is not supported by this build yet",
             p.file.display()
         ))
         .into());
