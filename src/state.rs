@@ -9,16 +9,10 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::Pipeline;
 use crate::sink::SinkError;
-use crate::sink::sqlite::{open_existing, quote};
+use crate::sink::sqlite::{db_err, open_existing, quote};
 
-fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError {
-    let path = p.sink.path.display().to_string();
-    let action = action.to_string();
-    move |source| SinkError::Db {
-        path,
-        action,
-        source,
-    }
+fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError + use<> {
+    db_err(&p.sink.path.display().to_string(), action.to_string())
 }
 
 /// One saved resume point.

@@ -52,6 +52,8 @@ pub struct Dataset {
     pub posts: u64,
     /// Comments per post.
     pub comments_per_post: u64,
+    /// Seconds between the `updatedAt` of consecutive posts (60 by default).
+    pub spacing: u64,
     /// Revision per post id (0 = as generated); a revision changes the title
     /// and moves `updatedAt` later. Used to simulate updates between syncs.
     revisions: std::collections::BTreeMap<u64, u32>,
@@ -67,8 +69,15 @@ impl Dataset {
             seed,
             posts,
             comments_per_post,
+            spacing: 60,
             revisions: Default::default(),
         }
+    }
+
+    /// Seconds between consecutive posts' `updatedAt` (at least 1).
+    pub fn with_spacing(mut self, secs: u64) -> Self {
+        self.spacing = secs.max(1);
+        self
     }
 
     fn words(&self, salt: u64, n: u64) -> String {
@@ -86,8 +95,8 @@ impl Dataset {
     /// Seconds since the epoch of a post's `updatedAt`.
     pub fn updated_secs(&self, id: u64) -> u64 {
         let rev = self.revisions.get(&id).copied().unwrap_or(0) as u64;
-        // one post per minute through 2024, revisions land a year later
-        EPOCH_2024 + id * 60 + rev * 366 * 86_400
+        // one post per `spacing` seconds from 2024, revisions land a year later
+        EPOCH_2024 + id * self.spacing + rev * 366 * 86_400
     }
 
     /// The post with this id (1-based), as the API serves it.

@@ -14,7 +14,8 @@
 //! | `/hcursor/posts?limit&cursor` | bare array, next cursor in the `X-Next-Cursor` header |
 //! | `/loop/posts?limit&token` | like `/next/posts`, but page 3 points back at page 2 |
 //!
-//! Every list endpoint filters on `updated_since` (RFC 3339, inclusive) and on
+//! Every list endpoint filters on `updated_since` (RFC 3339, inclusive),
+//! `updated_before` (exclusive) and on
 //! any query parameter named like a top-level field (`userId=3`), as real APIs
 //! do. The server logs every request it receives so tests can assert what was
 //! (and was not) asked; [`MockApi::set_delay`] slows every response.
@@ -53,6 +54,8 @@ pub struct MockConfig {
     pub delay: Duration,
     /// Port on 127.0.0.1 (0 = any free port).
     pub port: u16,
+    /// Seconds between consecutive posts' `updatedAt`.
+    pub spacing: u64,
 }
 
 impl Default for MockConfig {
@@ -63,6 +66,7 @@ impl Default for MockConfig {
             comments_per_post: 5,
             delay: Duration::ZERO,
             port: 0,
+            spacing: 60,
         }
     }
 }
@@ -112,7 +116,9 @@ impl MockApi {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            data: RwLock::new(Dataset::new(cfg.seed, cfg.posts, cfg.comments_per_post)),
+            data: RwLock::new(
+                Dataset::new(cfg.seed, cfg.posts, cfg.comments_per_post).with_spacing(cfg.spacing),
+            ),
             base: format!("http://{addr}"),
             delay_ms: AtomicU64::new(cfg.delay.as_millis() as u64),
             served: AtomicU64::new(0),
@@ -319,21 +325,25 @@ const CONTROL: &[&str] = &[
     "cursor",
     "absolute",
     "updated_since",
+    "updated_before",
 ];
 
 fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
     let since = q.get("updated_since");
+    let before = q.get("updated_before");
     let filters: Vec<(&String, &String)> = q
         .iter()
         .filter(|(k, _)| !CONTROL.contains(&k.as_str()))
         .collect();
-    if since.is_none() && filters.is_empty() {
+    if since.is_none() && before.is_none() && filters.is_empty() {
         return Selection::Range(1, d.posts);
     }
     let ids = (1..=d.posts)
         .filter(|&id| {
             let post = d.post(id);
-            since.is_none_or(|s| post["updatedAt"].as_str().is_some_and(|u| u >= s.as_str()))
+            let updated = post["updatedAt"].as_str().unwrap_or("");
+            since.is_none_or(|s| updated >= s.as_str())
+                && before.is_none_or(|b| updated < b.as_str())
                 && filters.iter().all(|(k, v)| match &post[k.as_str()] {
                     Value::String(s) => s == *v,
                     Value::Null => false,

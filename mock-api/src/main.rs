@@ -8,7 +8,7 @@ use ingest_mock::{MockApi, MockConfig};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ingest-mock [--port N] [--posts N] [--comments N] [--seed N] [--delay-ms N] [--for SECONDS]"
+        "usage: ingest-mock [--port N] [--posts N] [--comments N] [--seed N] [--delay-ms N] [--spacing SECONDS] [--for SECONDS]"
     );
     std::process::exit(2)
 }
@@ -28,6 +28,7 @@ async fn main() {
             "--comments" => cfg.comments_per_post = value,
             "--seed" => cfg.seed = value,
             "--delay-ms" => cfg.delay = Duration::from_millis(value),
+            "--spacing" => cfg.spacing = value,
             "--for" => lifetime = Some(value),
             _ => usage(),
         }

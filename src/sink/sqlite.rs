@@ -39,6 +39,20 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Maps a driver error to [`SinkError::Db`] naming the file and the action.
+/// A free function so it can be used while a transaction borrows the connection.
+pub fn db_err<A: Into<String>>(
+    path: &str,
+    action: A,
+) -> impl FnOnce(sqlx::Error) -> SinkError + use<A> {
+    let (path, action): (String, String) = (path.to_string(), action.into());
+    move |source| SinkError::Db {
+        path,
+        action,
+        source,
+    }
+}
+
 /// Open (creating the file and its directory if needed) and migrate.
 pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
     let shown = path.display().to_string();
@@ -58,11 +72,7 @@ pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
         .busy_timeout(Duration::from_secs(10));
     let mut conn = SqliteConnection::connect_with(&opts)
         .await
-        .map_err(|source| SinkError::Db {
-            path: shown.clone(),
-            action: "cannot open the database".into(),
-            source,
-        })?;
+        .map_err(db_err(&shown, "cannot open the database"))?;
     sqlx::migrate!("./migrations")
         .run(&mut conn)
         .await
@@ -148,15 +158,6 @@ impl SqliteSink {
         })
     }
 
-    fn db(&self, action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> SinkError + '_ {
-        let action = action.into();
-        move |source| SinkError::Db {
-            path: self.path.clone(),
-            action,
-            source,
-        }
-    }
-
     /// The run's id in `_ingest_runs`.
     pub fn run_id(&self) -> i64 {
         self.run_id
@@ -181,7 +182,7 @@ impl SqliteSink {
             sqlx::query(AssertSqlSafe(sql))
                 .execute(&mut self.conn)
                 .await
-                .map_err(self.db("cannot drop the old staging table"))?;
+                .map_err(db_err(&self.path, "cannot drop the old staging table"))?;
         }
         self.introspect().await?;
         let sql = format!(
@@ -192,10 +193,10 @@ impl SqliteSink {
             .bind(i64::from(std::process::id()))
             .fetch_one(&mut self.conn)
             .await
-            .map_err(self.db("cannot record the run"))?;
+            .map_err(db_err(&self.path, "cannot record the run"))?;
         self.run_id = row
             .try_get::<i64, _>(0)
-            .map_err(self.db("cannot read the run id"))?;
+            .map_err(db_err(&self.path, "cannot read the run id"))?;
         Ok(self.run_id)
     }
 
@@ -208,14 +209,14 @@ impl SqliteSink {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&mut self.conn)
             .await
-            .map_err(self.db("cannot read the table's columns"))?;
+            .map_err(db_err(&self.path, "cannot read the table's columns"))?;
         self.columns.clear();
         self.index.clear();
         self.exists = !rows.is_empty();
         for r in rows {
             let name: String = r
                 .try_get(0)
-                .map_err(self.db("cannot read the table's columns"))?;
+                .map_err(db_err(&self.path, "cannot read the table's columns"))?;
             let decl: String = r.try_get(1).unwrap_or_default();
             let (ty, strict) = match self
                 .declared
@@ -242,15 +243,15 @@ impl SqliteSink {
             .bind(&self.pipeline)
             .fetch_all(&mut self.conn)
             .await
-            .map_err(self.db("cannot read the resume state"))?;
+            .map_err(db_err(&self.path, "cannot read the resume state"))?;
         let mut out = IndexMap::new();
         for r in rows {
             let partition: String = r
                 .try_get(0)
-                .map_err(self.db("cannot read the resume state"))?;
+                .map_err(db_err(&self.path, "cannot read the resume state"))?;
             let resume: Option<String> = r
                 .try_get(1)
-                .map_err(self.db("cannot read the resume state"))?;
+                .map_err(db_err(&self.path, "cannot read the resume state"))?;
             let done: i64 = r.try_get(2).unwrap_or(0);
             let parsed = match (done, resume) {
                 (0, Some(text)) => match serde_json::from_str::<Resume>(&text) {
@@ -276,7 +277,7 @@ impl SqliteSink {
             .bind(&self.pipeline)
             .execute(&mut self.conn)
             .await
-            .map_err(self.db("cannot clear the resume state"))?;
+            .map_err(db_err(&self.path, "cannot clear the resume state"))?;
         Ok(())
     }
 
@@ -335,20 +336,19 @@ impl SqliteSink {
         let prefix = self.insert_prefix();
         let suffix = self.upsert_suffix();
 
-        let mut tx = self.conn.begin().await.map_err(|source| SinkError::Db {
-            path: self.path.clone(),
-            action: "cannot begin a transaction".into(),
-            source,
-        })?;
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(db_err(&self.path, "cannot begin a transaction"))?;
         for sql in ddl {
             sqlx::query(AssertSqlSafe(sql.clone()))
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| SinkError::Db {
-                    path: self.path.clone(),
-                    action: format!("cannot evolve the table ({sql})"),
-                    source,
-                })?;
+                .map_err(db_err(
+                    &self.path,
+                    format!("cannot evolve the table ({sql})"),
+                ))?;
         }
         if !self.columns.is_empty() {
             self.exists = true;
@@ -368,14 +368,10 @@ impl SqliteSink {
                 }
             });
             qb.push(suffix.as_str());
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| SinkError::Db {
-                    path: self.path.clone(),
-                    action: format!("cannot write {} rows into `{}`", chunk.len(), self.table),
-                    source,
-                })?;
+            qb.build().execute(&mut *tx).await.map_err(db_err(
+                &self.path,
+                format!("cannot write {} rows into `{}`", chunk.len(), self.table),
+            ))?;
         }
         let state_sql = format!(
             "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
@@ -394,11 +390,7 @@ impl SqliteSink {
                 .bind(self.run_id)
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| SinkError::Db {
-                    path: self.path.clone(),
-                    action: "cannot save the resume state".into(),
-                    source,
-                })?;
+                .map_err(db_err(&self.path, "cannot save the resume state"))?;
         }
         let reject_sql = format!(
             "INSERT INTO _ingest_rejects (run_id, pipeline, partition, url, status, reason, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})"
@@ -414,11 +406,7 @@ impl SqliteSink {
                 .bind(r.record.as_ref().map(|v| v.to_string()))
                 .execute(&mut *tx)
                 .await
-                .map_err(|source| SinkError::Db {
-                    path: self.path.clone(),
-                    action: "cannot record a reject".into(),
-                    source,
-                })?;
+                .map_err(db_err(&self.path, "cannot record a reject"))?;
         }
         let written = Written {
             rows: rows.len() as u64,
@@ -431,12 +419,10 @@ impl SqliteSink {
             .bind(self.run_id)
             .execute(&mut *tx)
             .await
-            .map_err(|source| SinkError::Db { path: self.path.clone(), action: "cannot update the run".into(), source })?;
-        tx.commit().await.map_err(|source| SinkError::Db {
-            path: self.path.clone(),
-            action: "cannot commit".into(),
-            source,
-        })?;
+            .map_err(db_err(&self.path, "cannot update the run"))?;
+        tx.commit()
+            .await
+            .map_err(db_err(&self.path, "cannot commit"))?;
         Ok(written)
     }
 
@@ -595,11 +581,11 @@ impl SqliteSink {
         retries: u64,
     ) -> Result<(), SinkError> {
         let final_index = self.pk_index(&self.table);
-        let mut tx = self.conn.begin().await.map_err(|source| SinkError::Db {
-            path: self.path.clone(),
-            action: "cannot begin the final transaction".into(),
-            source,
-        })?;
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(db_err(&self.path, "cannot begin the final transaction"))?;
         let mut stmts: Vec<String> = Vec::new();
         if status == "done" {
             if self.staged {
@@ -625,11 +611,7 @@ impl SqliteSink {
                     .bind(&self.table)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(|source| SinkError::Db {
-                        path: self.path.clone(),
-                        action: "cannot look up the table".into(),
-                        source,
-                    })?;
+                    .map_err(db_err(&self.path, "cannot look up the table"))?;
                     if exists.is_some() {
                         stmts.push(format!("DELETE FROM {}", quote(&self.table)));
                     }
@@ -644,11 +626,9 @@ impl SqliteSink {
             } else {
                 q
             };
-            q.execute(&mut *tx).await.map_err(|source| SinkError::Db {
-                path: self.path.clone(),
-                action: format!("cannot finish the run ({sql})"),
-                source,
-            })?;
+            q.execute(&mut *tx)
+                .await
+                .map_err(db_err(&self.path, format!("cannot finish the run ({sql})")))?;
         }
         let sql = format!(
             "UPDATE _ingest_runs SET status = ?, error = ?, retries = ?, ended_at = {NOW} WHERE id = ?"
@@ -660,16 +640,10 @@ impl SqliteSink {
             .bind(self.run_id)
             .execute(&mut *tx)
             .await
-            .map_err(|source| SinkError::Db {
-                path: self.path.clone(),
-                action: "cannot record the run's end".into(),
-                source,
-            })?;
-        tx.commit().await.map_err(|source| SinkError::Db {
-            path: self.path.clone(),
-            action: "cannot commit the run's end".into(),
-            source,
-        })?;
+            .map_err(db_err(&self.path, "cannot record the run's end"))?;
+        tx.commit()
+            .await
+            .map_err(db_err(&self.path, "cannot commit the run's end"))?;
         if status == "done" && self.staged {
             self.target = self.table.clone();
             self.staged = false;

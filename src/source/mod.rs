@@ -9,7 +9,9 @@
 //! the writes downstream through the bounded channel.
 
 pub mod http;
+pub mod incremental;
 pub mod paginate;
+pub mod partition;
 pub mod retry;
 
 use std::collections::HashSet;
@@ -132,6 +134,8 @@ pub struct Partition {
     pub key: Arc<str>,
     /// `{placeholder}` values.
     pub vars: IndexMap<String, String>,
+    /// Query parameters this walk adds (partition values, the incremental mark).
+    pub params: Vec<(String, String)>,
 }
 
 /// The records of one response and where the walk continues after it.
@@ -197,6 +201,9 @@ impl Source {
         })?;
         for (k, v) in &self.cfg.params {
             paginate::set_param(&mut url, k, &fill(&v.0, &part.vars));
+        }
+        for (k, v) in &part.params {
+            paginate::set_param(&mut url, k, v);
         }
         Ok(url)
     }
