@@ -12,11 +12,14 @@ CREATE TABLE IF NOT EXISTS _ingest_state (
     PRIMARY KEY (pipeline, partition)
 );
 
--- Incremental marks: the largest cursor value of the last completed run.
+-- Incremental marks. `value` is the largest cursor of the last completed
+-- run (what the next run asks from); `pending` is the largest cursor committed
+-- by the run in progress, promoted to `value` when that run completes.
 CREATE TABLE IF NOT EXISTS _ingest_marks (
     pipeline     TEXT NOT NULL PRIMARY KEY,
     cursor_field TEXT NOT NULL,
-    value        TEXT NOT NULL,
+    value        TEXT,
+    pending      TEXT,
     updated_at   TEXT NOT NULL
 );
 
@@ -26,7 +29,7 @@ CREATE TABLE IF NOT EXISTS _ingest_runs (
     pipeline    TEXT    NOT NULL,
     started_at  TEXT    NOT NULL,
     ended_at    TEXT,
-    status      TEXT    NOT NULL,           -- running | done | failed | interrupted
+    status      TEXT    NOT NULL,           -- running | done | failed | interrupted | killed
     pages       INTEGER NOT NULL DEFAULT 0,
     records     INTEGER NOT NULL DEFAULT 0,
     retries     INTEGER NOT NULL DEFAULT 0,

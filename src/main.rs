@@ -134,12 +134,6 @@ async fn cmd_run(args: RunArgs, quiet: bool) -> i32 {
     if let Some(n) = args.max_pages {
         overrides.push(format!("source.pagination.max_pages={n}"));
     }
-    if args.since.is_some() || args.until.is_some() {
-        eprintln!(
-            "ingest: error: --since/--until need a `dates` partition or [source.incremental], which this build does not support yet"
-        );
-        return 2;
-    }
     // check every file before running any: a typo in the last one should not
     // surface after the first has run for an hour
     let mut pipelines = Vec::new();
@@ -161,6 +155,10 @@ async fn cmd_run(args: RunArgs, quiet: bool) -> i32 {
         let bar = progress_for(args.progress, quiet, &p.name);
         let opts = RunOptions {
             full_refresh: args.full_refresh,
+            window: ingest::source::partition::Window {
+                since: args.since.clone(),
+                until: args.until.clone(),
+            },
             shutdown: shutdown.clone(),
             on_batch: Some(bar.callback()),
             ..Default::default()

@@ -19,10 +19,14 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Pipeline;
+use crate::config::source::{OnError, PartitionConfig};
+use crate::config::values::FieldPath;
+use crate::config::{Pipeline, WriteMode};
 use crate::error::{ConfigError, Error};
 use crate::sink::sqlite::SqliteSink;
+use crate::sink::sqlite::lock_pipeline;
 use crate::sink::{Batch, Reject};
+use crate::source::partition::{self, Window};
 use crate::source::{Page, Partition, Resume, Source, SourceMetrics};
 use crate::transform::Chain;
 
@@ -122,8 +126,10 @@ pub type BatchHook = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// Options of one run.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// Ignore saved state and load the table anew (staged, swapped in at the end).
+    /// Ignore saved state and marks; load the table anew (staged, swapped in at the end).
     pub full_refresh: bool,
+    /// `--since` / `--until`.
+    pub window: Window,
     /// Stop requests.
     pub shutdown: Shutdown,
     /// Called after each committed batch (progress display).
@@ -138,6 +144,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             full_refresh: false,
+            window: Window::default(),
             shutdown: Shutdown::manual().1,
             on_batch: None,
             sink_delay: Duration::ZERO,
@@ -199,26 +206,46 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     // keys the file format has but this build does not act on yet: refuse
     // rather than ignore (an ignored rate limit can get a user banned)
     let unsupported = [
-        (p.source.partition.is_some(), "[source.partition]"),
-        (p.source.incremental.is_some(), "[source.incremental]"),
         (p.source.rate_limit.is_some(), "source.rate_limit"),
         (
-            p.source.on_error == crate::config::source::OnError::Skip,
+            p.source.on_error == OnError::Skip,
             "source.on_error = \"skip\"",
         ),
     ];
     if let Some((_, key)) = unsupported.iter().find(|(used, _)| *used) {
-        return Err(ConfigError::Usage(format!(
-            "{}: {key} is not supported by this build yet",
-            p.file.display()
-        ))
-        .into());
+        return Err(usage(
+            p,
+            format!("{key} is not supported by this build yet"),
+        ));
     }
-    let chain = Chain::build(&p.transforms).map_err(|(i, k, m)| {
-        ConfigError::Usage(format!("{}: transform[{i}].{k}: {m}", p.file.display()))
-    })?;
-    let source = Source::new(&p.source, p.secrets.clone())?;
+    let dates = matches!(p.source.partition, Some(PartitionConfig::Dates(_)));
+    let incremental = p.source.incremental.as_ref();
+    if (opts.window.since.is_some() || opts.window.until.is_some())
+        && !dates
+        && incremental.is_none()
+    {
+        return Err(usage(
+            p,
+            "--since/--until need a `dates` partition or [source.incremental]".into(),
+        ));
+    }
+    if opts.window.until.is_some() && !dates && incremental.is_some_and(|i| i.end_param.is_none()) {
+        return Err(usage(
+            p,
+            "--until needs `source.incremental.end_param`, the query parameter of the window's end"
+                .into(),
+        ));
+    }
+    let chain = Chain::build(&p.transforms)
+        .map_err(|(i, k, m)| usage(p, format!("transform[{i}].{k}: {m}")))?;
+    let mut source = Source::new(&p.source, p.secrets.clone())?;
+    // an expired resume point can be walked again from the start only where
+    // records are upserted; elsewhere that would double them
+    source.restart_expired(p.sink.write == WriteMode::Merge && !opts.full_refresh);
     let metrics = source.metrics();
+
+    // one run per pipeline and database at a time (cron overlapping itself)
+    let _lock = lock_pipeline(&p.sink.path, &p.name)?;
     let mut sink = SqliteSink::open(&p.sink, &p.name).await?;
 
     let mut saved = if opts.full_refresh {
@@ -229,10 +256,41 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     };
     // with no saved state at all this is a new load (a staged one starts empty)
     let fresh = saved.is_empty();
-    let partitions = vec![Partition::default()];
+
+    // the incremental parameter: --since, or the mark minus the lookback
+    let mut extra: Vec<(String, String)> = Vec::new();
+    if let Some(inc) = incremental {
+        let marks = sink.load_marks(&inc.cursor_field.to_string()).await?;
+        let from = match (&opts.window.since, opts.full_refresh) {
+            (Some(since), _) => since.clone(),
+            (None, false) if marks.value.is_some() => {
+                let mark = marks.value.clone().unwrap_or_default();
+                crate::source::incremental::with_lookback(&mark, inc.lookback)
+            }
+            _ => inc.initial.0.clone(),
+        };
+        tracing::info!(param = %inc.param, value = %from, "incremental sync from the mark");
+        extra.push((inc.param.clone(), from));
+        if let (Some(until), Some(end)) = (&opts.window.until, &inc.end_param) {
+            extra.push((end.clone(), until.clone()));
+        }
+    }
+
+    let partitions = match &p.source.partition {
+        None => vec![Partition::default()],
+        Some(cfg) => {
+            let rows = match cfg {
+                PartitionConfig::Query(q) => sink.query_rows(&q.sql).await?,
+                _ => Vec::new(),
+            };
+            partition::expand(cfg, &opts.window, rows)
+                .map_err(|m| usage(p, format!("source.partition: {m}")))?
+        }
+    };
     let mut walks: Vec<(Partition, Option<Resume>)> = Vec::new();
     let mut resumed = 0;
-    for part in partitions {
+    for mut part in partitions {
+        part.params.extend(extra.iter().cloned());
         match saved.shift_remove(part.key.as_ref()) {
             Some(None) => {
                 tracing::info!(partition = %part.key, "already complete in the interrupted run; skipping")
@@ -250,39 +308,43 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         }
     }
     let run_id = sink.begin_run(opts.full_refresh, fresh).await?;
-    tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), "run started");
+    tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = walks.len(), resumed, "run started");
 
-    // producer: walk every partition into the channel
+    // producer: walk the partitions, `concurrency` of them at a time (the
+    // source's semaphore caps the requests of all of them together); the
+    // pages of one partition stay in order
     let (tx, mut rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
     let mut shutdown = opts.shutdown.clone();
     let producer = {
         let source = source.clone();
+        let width = p.source.concurrency.max(1);
         tokio::spawn(async move {
             use futures::StreamExt;
-            for (part, resume) in walks {
-                let mut pages = source.walk(part, resume);
-                loop {
-                    let Ok(permit) = tx.reserve().await else {
-                        return;
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.wait() => return,
-                        item = pages.next() => match item {
-                            None => break,
-                            Some(Ok(page)) => permit.send(Ok(page)),
-                            Some(Err(e)) => {
-                                permit.send(Err(e.into()));
-                                return;
-                            }
-                        },
-                    }
+            let mut pages = futures::stream::iter(walks)
+                .map(move |(part, resume)| source.walk(part, resume))
+                .flatten_unordered(width);
+            loop {
+                let Ok(permit) = tx.reserve().await else {
+                    return;
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return,
+                    item = pages.next() => match item {
+                        None => return,
+                        Some(Ok(page)) => permit.send(Ok(page)),
+                        Some(Err(e)) => {
+                            permit.send(Err(e.into()));
+                            return;
+                        }
+                    },
                 }
             }
         })
     };
 
     // consumer: transforms, batches, writes
+    let cursor_field = incremental.map(|i| &i.cursor_field);
     let mut progress = Progress::default();
     let mut batch = Batch::default();
     let mut failure: Option<Error> = None;
@@ -311,7 +373,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                 break;
             }
             Some(Ok(page)) => {
-                add_page(&chain, &mut batch, page);
+                add_page(&chain, cursor_field, &mut batch, page);
                 if batch.records.len() >= batch_size
                     && let Err(e) =
                         commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
@@ -366,15 +428,31 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     }
 }
 
+fn usage(p: &Pipeline, message: String) -> Error {
+    ConfigError::Usage(format!("{}: {message}", p.file.display())).into()
+}
+
 /// Transform a page's records into the batch and note its partition's state.
 /// A record a transform fails on is rejected with the reason; the rest go on.
-fn add_page(chain: &Chain, batch: &mut Batch, page: Page) {
+fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, page: Page) {
     let Page {
         partition,
         records,
         resume,
         url,
     } = page;
+    // the incremental cursor is read before transforms, as the API sent it
+    if let Some(field) = cursor_field {
+        let page_max = records
+            .iter()
+            .filter_map(|r| {
+                field
+                    .get(r)
+                    .and_then(crate::source::incremental::cursor_text)
+            })
+            .reduce(|a, b| crate::source::incremental::max(Some(a), Some(b)).unwrap_or_default());
+        batch.max_cursor = crate::source::incremental::max(batch.max_cursor.take(), page_max);
+    }
     if chain.is_empty() {
         batch.records.extend(records);
     } else {
@@ -455,7 +533,7 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     let fetched = page.records.len();
     let mut batch = Batch::default();
     let url = page.url.clone();
-    add_page(&chain, &mut batch, page);
+    add_page(&chain, None, &mut batch, page);
     let columns = crate::sink::sqlite::infer_columns(&batch.records, &p.sink.columns)
         .into_iter()
         .map(|(n, t)| (n, t.name().to_string()))

@@ -523,6 +523,10 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
         _ => {}
     }
 
+    if let Some(part) = &s.partition {
+        check_partition(part, s)
+            .map_err(|(key, m)| ctx.key(tree, &format!("source.partition.{key}"), m))?;
+    }
     let k = &p.sink;
     check_table_name(&k.table).map_err(|m| ctx.key(tree, "sink.table", m))?;
     if k.batch_size == 0 {
@@ -560,6 +564,65 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
     }
     if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
         return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+    }
+    Ok(())
+}
+
+/// A partition must be able to reach the request, and its bounds must parse.
+fn check_partition(
+    part: &source::PartitionConfig,
+    s: &HttpSourceConfig,
+) -> Result<(), (&'static str, String)> {
+    use source::PartitionConfig as P;
+    let text = format!(
+        "{} {} {}",
+        s.path,
+        s.params
+            .values()
+            .map(|v| v.0.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        s.body.as_ref().map(|b| b.to_string()).unwrap_or_default()
+    );
+    let uses = |name: &str| text.contains(&format!("{{{name}}}"));
+    match part {
+        P::List(l) if l.values.is_empty() => {
+            return Err(("values", "list at least one value".into()));
+        }
+        P::List(l) if l.param.is_none() && !uses("value") => {
+            return Err(("param", "set `param`, or use `{value}` in the path, params or body: otherwise every walk is the same".into()));
+        }
+        P::Range(r) if r.step <= 0 => return Err(("step", "must be positive".into())),
+        P::Range(r) if r.param.is_none() && !uses("value") => {
+            return Err((
+                "param",
+                "set `param`, or use `{value}` in the path, params or body".into(),
+            ));
+        }
+        P::Dates(d) => {
+            if d.step.is_zero() {
+                return Err(("step", "must be longer than zero".into()));
+            }
+            crate::source::partition::instant(&d.start).map_err(|m| ("start", m))?;
+            crate::source::partition::instant(&d.end).map_err(|m| ("end", m))?;
+            if let Some(f) = &d.format {
+                crate::source::partition::format_instant(jiff::Timestamp::UNIX_EPOCH, Some(f))
+                    .map_err(|m| ("format", m))?;
+            }
+            if d.start_param.is_none() && d.end_param.is_none() && !uses("start") && !uses("end") {
+                return Err(("start_param", "set `start_param`/`end_param`, or use `{start}`/`{end}` in the path, params or body".into()));
+            }
+        }
+        P::Query(q) => {
+            let lower = q.sql.trim_start().to_ascii_lowercase();
+            if !(lower.starts_with("select") || lower.starts_with("with")) {
+                return Err((
+                    "sql",
+                    "a partition query is a SELECT on the sink database".into(),
+                ));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -233,6 +233,9 @@ pub struct IncrementalConfig {
     /// Re-read this much before the mark.
     #[serde(default, with = "humantime_serde")]
     pub lookback: Option<Duration>,
+    /// Query parameter for the end of the window (`--until`), when the API has one.
+    #[serde(default)]
+    pub end_param: Option<String>,
 }
 
 /// `[source.partition]`.

@@ -31,15 +31,15 @@ pub enum SinkError {
     },
     /// Another run of the same pipeline holds the database.
     #[error(
-        "another run of pipeline `{pipeline}` is in progress on {path} (pid {pid}); not starting a second one"
+        "another run of pipeline `{pipeline}` is in progress on {path} ({holder}); not starting a second one (exit 75: try again later)"
     )]
     Busy {
         /// The pipeline.
         pipeline: String,
         /// The database.
         path: String,
-        /// The other run's process.
-        pid: i64,
+        /// Who holds it, as far as the lock file says.
+        holder: String,
     },
     /// The data cannot be stored as the pipeline asks.
     #[error("{0}")]
@@ -73,6 +73,8 @@ pub struct Batch {
     pub pages: u64,
     /// Skipped records and pages.
     pub rejects: Vec<Reject>,
+    /// The largest incremental cursor among the batch's records.
+    pub max_cursor: Option<String>,
 }
 
 impl Batch {

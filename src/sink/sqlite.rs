@@ -83,6 +83,73 @@ pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
     Ok(conn)
 }
 
+/// Hold the lock of one pipeline on one database for the life of the
+/// returned file: an OS advisory lock (flock), released by the kernel when
+/// the process ends however it ends, so a SIGKILLed run never leaves a stale
+/// lock behind. The file sits beside the database and names the holder.
+pub fn lock_pipeline(db: &Path, pipeline: &str) -> Result<std::fs::File, SinkError> {
+    use std::io::{Read, Seek, Write};
+    let safe: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{safe}.lock"));
+    let path = db.with_file_name(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            SinkError::Schema(format!(
+                "{}: cannot create the directory: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            SinkError::Schema(format!(
+                "{}: cannot open the lock file: {e}",
+                path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "pid {}", std::process::id());
+            let _ = file.flush();
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(SinkError::Busy {
+                pipeline: pipeline.to_string(),
+                path: db.display().to_string(),
+                holder: if holder.trim().is_empty() {
+                    "another process".into()
+                } else {
+                    holder.trim().to_string()
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::Schema(format!(
+            "{}: cannot lock: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Open an existing database read-only (for `state`, `runs`, `show`).
 pub async fn open_existing(path: &Path) -> Result<SqliteConnection, SinkError> {
     if !path.exists() {
@@ -126,6 +193,18 @@ pub struct SqliteSink {
     index: HashMap<String, usize>,
     exists: bool,
     run_id: i64,
+    marks: Option<Marks>,
+}
+
+/// The incremental mark of a pipeline, as the sink keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct Marks {
+    /// Dotted path of the cursor in each record.
+    pub cursor_field: String,
+    /// The mark of the last completed run.
+    pub value: Option<String>,
+    /// The largest cursor committed by the run in progress.
+    pub pending: Option<String>,
 }
 
 /// What one committed batch did.
@@ -155,7 +234,65 @@ impl SqliteSink {
             index: HashMap::new(),
             exists: false,
             run_id: 0,
+            marks: None,
         })
+    }
+
+    /// Read the incremental mark (and a pending one left by an unfinished run).
+    pub async fn load_marks(&mut self, cursor_field: &str) -> Result<Marks, SinkError> {
+        let row = sqlx::query("SELECT value, pending FROM _ingest_marks WHERE pipeline = ?")
+            .bind(&self.pipeline)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path, "cannot read the incremental mark"))?;
+        let (value, pending) = match row {
+            Some(r) => (
+                r.try_get(0).unwrap_or_default(),
+                r.try_get(1).unwrap_or_default(),
+            ),
+            None => (None, None),
+        };
+        let marks = Marks {
+            cursor_field: cursor_field.to_string(),
+            value,
+            pending,
+        };
+        self.marks = Some(marks.clone());
+        Ok(marks)
+    }
+
+    /// Run a partition query on this database; every value as text.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<IndexMap<String, String>>, SinkError> {
+        use sqlx::{Column, ValueRef};
+        let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(db_err(
+                &self.path,
+                format!("the partition query failed ({sql})"),
+            ))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut vars = IndexMap::new();
+            for (i, c) in r.columns().iter().enumerate() {
+                let null = r.try_get_raw(i).map(|v| v.is_null()).unwrap_or(true);
+                let text = if null {
+                    String::new()
+                } else if let Ok(v) = r.try_get::<i64, _>(i) {
+                    v.to_string()
+                } else if let Ok(v) = r.try_get::<f64, _>(i) {
+                    v.to_string()
+                } else {
+                    r.try_get::<String, _>(i).unwrap_or_default()
+                };
+                vars.insert(c.name().to_string(), text);
+            }
+            out.push(vars);
+        }
+        Ok(out)
     }
 
     /// The run's id in `_ingest_runs`.
@@ -185,6 +322,24 @@ impl SqliteSink {
                 .map_err(db_err(&self.path, "cannot drop the old staging table"))?;
         }
         self.introspect().await?;
+        // the caller holds the pipeline's lock: a run still marked running died
+        let sql = format!(
+            "UPDATE _ingest_runs SET status = 'killed', ended_at = {NOW}, \
+             error = 'the process ended without finishing the run' WHERE pipeline = ? AND status = 'running'"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.pipeline)
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path, "cannot close runs that died"))?;
+        if fresh && let Some(m) = self.marks.as_mut() {
+            m.pending = None;
+            sqlx::query("UPDATE _ingest_marks SET pending = NULL WHERE pipeline = ?")
+                .bind(&self.pipeline)
+                .execute(&mut self.conn)
+                .await
+                .map_err(db_err(&self.path, "cannot reset the pending mark"))?;
+        }
         let sql = format!(
             "INSERT INTO _ingest_runs (pipeline, started_at, status, pid) VALUES (?, {NOW}, 'running', ?) RETURNING id"
         );
@@ -288,6 +443,7 @@ impl SqliteSink {
             states,
             pages,
             mut rejects,
+            max_cursor,
         } = batch;
         // columns this batch brings
         let mut new_cols: Vec<Column> = Vec::new();
@@ -408,6 +564,24 @@ impl SqliteSink {
                 .await
                 .map_err(db_err(&self.path, "cannot record a reject"))?;
         }
+        let mut new_pending = None;
+        if let (Some(m), Some(c)) = (&self.marks, max_cursor) {
+            let pending = crate::source::incremental::max(m.pending.clone(), Some(c));
+            if pending != m.pending {
+                let sql = format!(
+                    "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
+                     ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&self.pipeline)
+                    .bind(&m.cursor_field)
+                    .bind(&pending)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err(&self.path, "cannot save the pending mark"))?;
+                new_pending = pending;
+            }
+        }
         let written = Written {
             rows: rows.len() as u64,
             rejects: rejects.len() as u64,
@@ -423,6 +597,9 @@ impl SqliteSink {
         tx.commit()
             .await
             .map_err(db_err(&self.path, "cannot commit"))?;
+        if let (Some(m), Some(p)) = (self.marks.as_mut(), new_pending) {
+            m.pending = Some(p);
+        }
         Ok(written)
     }
 
@@ -618,6 +795,17 @@ impl SqliteSink {
                 }
             }
             stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
+            if let Some(m) = &self.marks {
+                let value = crate::source::incremental::max(m.value.clone(), m.pending.clone());
+                if let Some(v) = value {
+                    stmts.push(format!(
+                        "INSERT INTO _ingest_marks (pipeline, cursor_field, value, pending, updated_at) VALUES (?1, {}, {}, NULL, {NOW}) \
+                         ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, value = excluded.value, pending = NULL, updated_at = excluded.updated_at",
+                        sql_string(&m.cursor_field),
+                        sql_string(&v)
+                    ));
+                }
+            }
         }
         for sql in stmts {
             let q = sqlx::query(AssertSqlSafe(sql.clone()));

@@ -158,6 +158,7 @@ pub struct Source {
     client: Arc<HttpClient>,
     paginator: Arc<Paginator>,
     metrics: Arc<SourceMetrics>,
+    restart_expired: bool,
 }
 
 type PageStream = std::pin::Pin<Box<dyn Stream<Item = Result<Page, HttpError>> + Send>>;
@@ -171,7 +172,15 @@ impl Source {
             paginator: Arc::new(Paginator::new(cfg.pagination.clone())),
             cfg: Arc::new(cfg.clone()),
             metrics,
+            restart_expired: false,
         })
+    }
+
+    /// When a resumed walk's first request gets a 4xx (an expired cursor or
+    /// URL), start that partition over instead of failing. Only safe where
+    /// records are upserted.
+    pub fn restart_expired(&mut self, yes: bool) {
+        self.restart_expired = yes;
     }
 
     /// The source's counters.
@@ -220,6 +229,7 @@ impl Source {
             let base = this.base_url(&part)?;
             let body = this.body(&part);
             let pag = this.paginator.clone();
+            let mut resuming = resume.is_some();
             let mut st = resume.unwrap_or(Resume {
                 position: pag.initial(),
                 pages: 0,
@@ -245,7 +255,28 @@ impl Source {
                 if let Some((what, value)) = key && !seen.insert(value.clone()) {
                     Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
                 }
-                let resp = this.client.fetch(&url, req_body.as_ref()).await?;
+                let resp = match this.client.fetch(&url, req_body.as_ref()).await {
+                    Err(HttpError::Status { status, .. })
+                        if resuming && (400..500).contains(&status) && status != 408 && status != 429 =>
+                    {
+                        if !this.restart_expired {
+                            Err(HttpError::Client(format!(
+                                "{}: the saved resume point was refused (HTTP {status}); it has likely expired. \
+                                 Restarting the walk would store its records twice with this write mode: \
+                                 run with --full-refresh, or `ingest state reset` and accept duplicates",
+                                this.client.show(&url)
+                            )))?;
+                        }
+                        tracing::warn!(partition = %part.key, status, "the saved resume point was refused (expired?); walking this partition again from the start");
+                        resuming = false;
+                        st = Resume { position: pag.initial(), pages: 0, records: 0, page_size: pag.page_size(), total: None };
+                        pos = st.position.clone();
+                        seen.clear();
+                        continue;
+                    }
+                    other => other?,
+                };
+                resuming = false;
                 let (page, next) = this.process(&part, &pos, resp, &mut st)?;
                 let stop = page.resume.is_none();
                 yield page;
