@@ -19,7 +19,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::source::{OnError, PartitionConfig};
+use crate::config::source::PartitionConfig;
 use crate::config::values::FieldPath;
 use crate::config::{Pipeline, WriteMode};
 use crate::error::{ConfigError, Error};
@@ -203,21 +203,6 @@ pub struct RunReport {
 /// Run one pipeline to the end (or to its first failure).
 pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let started = Instant::now();
-    // keys the file format has but this build does not act on yet: refuse
-    // rather than ignore (an ignored rate limit can get a user banned)
-    let unsupported = [
-        (p.source.rate_limit.is_some(), "source.rate_limit"),
-        (
-            p.source.on_error == OnError::Skip,
-            "source.on_error = \"skip\"",
-        ),
-    ];
-    if let Some((_, key)) = unsupported.iter().find(|(used, _)| *used) {
-        return Err(usage(
-            p,
-            format!("{key} is not supported by this build yet"),
-        ));
-    }
     let dates = matches!(p.source.partition, Some(PartitionConfig::Dates(_)));
     let incremental = p.source.incremental.as_ref();
     if (opts.window.since.is_some() || opts.window.until.is_some())
@@ -440,7 +425,17 @@ fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, 
         records,
         resume,
         url,
+        failure,
     } = page;
+    if let Some(f) = failure {
+        batch.rejects.push(Reject {
+            partition: partition.clone(),
+            url: Some(url.clone()),
+            status: f.status,
+            reason: f.message,
+            record: None,
+        });
+    }
     // the incremental cursor is read before transforms, as the API sent it
     if let Some(field) = cursor_field {
         let page_max = records

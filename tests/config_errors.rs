@@ -181,24 +181,3 @@ async fn bad_command_line_is_exit_2() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(api.requests().is_empty());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_not_acted_on_yet_are_refused_not_ignored() {
-    for extra in ["rate_limit = \"20/s\"", "on_error = \"skip\""] {
-        let api = mock(5).await;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = write(
-            dir.path(),
-            "p.toml",
-            &GOOD.replace("path = \"/posts\"", &format!("path = \"/posts\"\n{extra}")),
-        );
-        let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
-        assert_eq!(out.code, 2, "{extra}: {out:?}");
-        assert!(
-            out.stderr.contains("is not supported by this build yet"),
-            "{}",
-            out.stderr
-        );
-        assert!(api.requests().is_empty());
-    }
-}

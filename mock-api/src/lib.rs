@@ -13,6 +13,9 @@
 //! | `/slack/posts?limit&cursor` | Slack: `{ok, members, response_metadata: {next_cursor}}` |
 //! | `/hcursor/posts?limit&cursor` | bare array, next cursor in the `X-Next-Cursor` header |
 //! | `/loop/posts?limit&token` | like `/next/posts`, but page 3 points back at page 2 |
+//! | `/hostile/records?page&total` | seeded hostile records ([`hostile`]), 50 a page |
+//! | `/hostile/html` | an HTML error page with status 200 |
+//! | `/hostile/envelope` | `{"items": [...]}`: a pipeline expecting `data` misses it |
 //!
 //! Every list endpoint filters on `updated_since` (RFC 3339, inclusive),
 //! `updated_before` (exclusive) and on
@@ -24,12 +27,14 @@
 #![allow(clippy::result_large_err)]
 
 pub mod data;
+pub mod faults;
+pub mod hostile;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -40,6 +45,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 pub use data::Dataset;
+pub use faults::Faults;
 
 /// How a mock API is started.
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct MockConfig {
     pub port: u16,
     /// Seconds between consecutive posts' `updatedAt`.
     pub spacing: u64,
+    /// Faults to inject.
+    pub faults: Faults,
 }
 
 impl Default for MockConfig {
@@ -67,6 +75,7 @@ impl Default for MockConfig {
             delay: Duration::ZERO,
             port: 0,
             spacing: 60,
+            faults: Faults::default(),
         }
     }
 }
@@ -101,6 +110,21 @@ struct Shared {
     delay_ms: AtomicU64,
     served: AtomicU64,
     log: Mutex<Vec<Logged>>,
+    seed: u64,
+    faults: RwLock<Faults>,
+    start: Instant,
+    /// Attempts per URL, for the faults.
+    attempts: Mutex<HashMap<String, u32>>,
+    /// Per URL, when the `Retry-After` we sent runs out.
+    not_before: Mutex<HashMap<String, Instant>>,
+    /// Requests that came back before their `Retry-After`.
+    early: AtomicU64,
+    /// Arrival of every request, since `start`.
+    arrivals: Mutex<Vec<Duration>>,
+    /// Arrivals in the last second, for `max_rps`.
+    window: Mutex<VecDeque<Instant>>,
+    /// 429s sent because of `max_rps`.
+    rate_limited: AtomicU64,
 }
 
 /// A running mock API on 127.0.0.1. Dropping it stops the server.
@@ -123,6 +147,15 @@ impl MockApi {
             delay_ms: AtomicU64::new(cfg.delay.as_millis() as u64),
             served: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            seed: cfg.seed,
+            faults: RwLock::new(cfg.faults.clone()),
+            start: Instant::now(),
+            attempts: Mutex::new(HashMap::new()),
+            not_before: Mutex::new(HashMap::new()),
+            early: AtomicU64::new(0),
+            arrivals: Mutex::new(Vec::new()),
+            window: Mutex::new(VecDeque::new()),
+            rate_limited: AtomicU64::new(0),
         });
         let app = router(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -186,6 +219,44 @@ impl MockApi {
         self.shared.served.load(Ordering::SeqCst)
     }
 
+    /// Change the faults from now on.
+    pub fn set_faults(&self, f: Faults) {
+        *self
+            .shared
+            .faults
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    /// Requests that arrived before the `Retry-After` the server had asked for.
+    pub fn early_retries(&self) -> u64 {
+        self.shared.early.load(Ordering::SeqCst)
+    }
+
+    /// 429s sent because requests came faster than `max_rps`.
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.rate_limited.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that arrived within any window of this length.
+    pub fn max_in_window(&self, window: Duration) -> usize {
+        let times = self
+            .shared
+            .arrivals
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..times.len() {
+            while times[hi] - times[lo] >= window {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
     /// Delay every response by this much from now on.
     pub fn set_delay(&self, d: Duration) {
         self.shared
@@ -217,13 +288,21 @@ fn router(shared: S) -> Router {
         .route("/github/posts", get(github))
         .route("/slack/posts", get(slack))
         .route("/hcursor/posts", get(header_cursor))
+        .route("/hostile/records", get(hostile_records))
+        .route("/hostile/html", get(hostile_html))
+        .route("/hostile/envelope", get(hostile_envelope))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
 
-/// Logs each request, applies the delay, counts served responses. Fault
-/// switches belong here too.
+/// Logs each request, applies the faults and the delay, counts served
+/// responses.
 async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
+    let now = Instant::now();
+    let key = match req.uri().query() {
+        Some(q) => format!("{}?{q}", req.uri().path()),
+        None => req.uri().path().to_string(),
+    };
     let logged = Logged {
         path: req.uri().path().to_string(),
         query: req.uri().query().unwrap_or("").to_string(),
@@ -243,13 +322,147 @@ async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
     {
         l.push(logged);
     }
-    let delay = s.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    if let Ok(mut a) = s.arrivals.lock()
+        && a.len() < LOG_CAP
+    {
+        a.push(now - s.start);
     }
-    let resp = next.run(req).await;
+    // a client that comes back before the Retry-After we gave (20 ms of slack
+    // for clocks and scheduling)
+    if let Ok(nb) = s.not_before.lock()
+        && nb
+            .get(&key)
+            .is_some_and(|t| now + Duration::from_millis(20) < *t)
+    {
+        s.early.fetch_add(1, Ordering::SeqCst);
+    }
+    let faults = s.faults.read().map(|f| f.clone()).unwrap_or_default();
+    let mut remaining = None;
+    if let Some(max) = faults.max_rps {
+        let mut w = s.window.lock().unwrap_or_else(|e| e.into_inner());
+        while w
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            w.pop_front();
+        }
+        if w.len() >= max as usize {
+            let reset = 1;
+            drop(w);
+            s.rate_limited.fetch_add(1, Ordering::SeqCst);
+            note_retry_after(&s, &key, now + Duration::from_secs(reset));
+            let mut r = too_many(reset, false);
+            rate_headers(&mut r, 0, reset);
+            return r;
+        }
+        w.push_back(now);
+        remaining = Some(max as usize - w.len());
+    }
+    let attempt = {
+        let mut a = s.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = a.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if faults.broken.iter().any(|b| key.contains(b.as_str())) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json400::msg("this page is broken for good"),
+        )
+            .into_response();
+    }
+    let action = faults.decide(s.seed, &key, attempt);
+    match action {
+        faults::Action::TooMany { secs, as_date } => {
+            let until = if as_date {
+                // an HTTP date has whole seconds: the wait ends at that second
+                let at = SystemTime::now() + Duration::from_secs(secs);
+                let floored = UNIX_EPOCH
+                    + Duration::from_secs(
+                        at.duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    );
+                now + floored
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+            } else {
+                now + Duration::from_secs(secs)
+            };
+            note_retry_after(&s, &key, until);
+            return too_many(secs, as_date);
+        }
+        faults::Action::ServerError(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, Json400::msg("the server is having a bad day")).into_response();
+        }
+        _ => {}
+    }
+    let mut delay = Duration::from_millis(s.delay_ms.load(Ordering::SeqCst));
+    if faults.is_slow(s.seed, &key) {
+        delay += faults.slow_by;
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut resp = next.run(req).await;
+    if matches!(action, faults::Action::Truncate | faults::Action::Reset) {
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let half = bytes.slice(..bytes.len() / 2);
+        resp = if action == faults::Action::Truncate {
+            Response::from_parts(parts, axum::body::Body::from(half))
+        } else {
+            let mut parts = parts;
+            parts.headers.insert(
+                axum::http::header::CONTENT_LENGTH,
+                header(&bytes.len().to_string()),
+            );
+            let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+                Ok(half),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset by the mock",
+                )),
+            ];
+            Response::from_parts(
+                parts,
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+        };
+    }
+    if let Some(r) = remaining {
+        rate_headers(&mut resp, r, 1);
+    }
     s.served.fetch_add(1, Ordering::SeqCst);
     resp
+}
+
+fn note_retry_after(s: &S, key: &str, until: Instant) {
+    if let Ok(mut nb) = s.not_before.lock() {
+        nb.insert(key.to_string(), until);
+    }
+}
+
+fn too_many(secs: u64, as_date: bool) -> Response {
+    let value = if as_date {
+        httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(secs))
+    } else {
+        secs.to_string()
+    };
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, Json400::msg("slow down")).into_response();
+    r.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, header(&value));
+    r
+}
+
+fn rate_headers(r: &mut Response, remaining: usize, reset_secs: u64) {
+    r.headers_mut()
+        .insert("x-ratelimit-remaining", header(&remaining.to_string()));
+    r.headers_mut()
+        .insert("x-ratelimit-reset", header(&reset_secs.to_string()));
 }
 
 fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Response> {
@@ -326,6 +539,7 @@ const CONTROL: &[&str] = &[
     "absolute",
     "updated_since",
     "updated_before",
+    "api_key",
 ];
 
 fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
@@ -352,6 +566,17 @@ fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
         })
         .collect();
     Selection::Ids(ids)
+}
+
+/// A page of ids; with `repeat_boundary`, a page after the first starts
+/// with the last record of the page before.
+fn slice(s: &S, sel: &Selection, offset: u64, limit: u64) -> Vec<u64> {
+    let repeat = s.faults.read().map(|f| f.repeat_boundary).unwrap_or(false);
+    if repeat && offset > 0 {
+        sel.slice(offset - 1, limit + 1)
+    } else {
+        sel.slice(offset, limit)
+    }
 }
 
 fn posts_json(d: &Dataset, ids: &[u64]) -> Value {
@@ -417,7 +642,7 @@ async fn jsonplaceholder(State(s): State<S>, Query(q): Params) -> Response {
         }
         links.push(link(last, "last"));
         headers.insert("link", header(&links.join(", ")));
-        sel.slice((page - 1) * limit, limit)
+        slice(&s, &sel, (page - 1) * limit, limit)
     } else {
         let start = match num(&q, "_start", 0) {
             Ok(v) => v,
@@ -464,7 +689,7 @@ async fn offset_envelope(State(s): State<S>, Query(q): Params) -> Response {
         (Err(e), _) | (_, Err(e)) => return e,
     };
     let sel = select(&d, &q);
-    let ids = sel.slice(offset, limit);
+    let ids = slice(&s, &sel, offset, limit);
     axum::Json(json!({
         "data": posts_json(&d, &ids),
         "meta": { "total": sel.len(), "offset": offset, "limit": limit },
@@ -651,6 +876,26 @@ async fn header_cursor(State(s): State<S>, Query(q): Params) -> Response {
         headers.insert("x-next-cursor", header(&token(offset + limit)));
     }
     (headers, axum::Json(posts_json(&d, &ids))).into_response()
+}
+
+async fn hostile_records(State(s): State<S>, Query(q): Params) -> Response {
+    let (page, total) = match (num(&q, "page", 1), num(&q, "total", 1000)) {
+        (Ok(p), Ok(t)) => (p, t),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    axum::Json(json!({ "data": hostile::page(s.seed, page, total) })).into_response()
+}
+
+async fn hostile_html() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><body><h1>502 Bad Gateway</h1><p>upstream went away</p></body></html>",
+    )
+        .into_response()
+}
+
+async fn hostile_envelope() -> Response {
+    axum::Json(json!({ "items": [{ "id": 1 }], "count": 1 })).into_response()
 }
 
 #[cfg(test)]

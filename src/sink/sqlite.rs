@@ -31,6 +31,9 @@ use crate::transform::cast;
 const MAX_BINDS: usize = 32_766;
 /// Rows per statement, at most (measured best in crates.md).
 const MAX_ROWS: usize = 500;
+/// Columns a table may grow to (SQLite's limit is 2000); a record that would
+/// add more is rejected instead.
+pub const MAX_COLUMNS: usize = 1000;
 /// SQL for "now" as RFC 3339 with milliseconds.
 pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
@@ -462,7 +465,10 @@ impl SqliteSink {
         for r in &records {
             if let Value::Object(m) = r {
                 for (k, v) in m {
-                    if usable_name(k) && !self.index.contains_key(&k.to_lowercase()) {
+                    if usable_name(k)
+                        && self.columns.len() < MAX_COLUMNS
+                        && !self.index.contains_key(&k.to_lowercase())
+                    {
                         let ty = infer(v);
                         new_cols.push(Column {
                             name: k.clone(),
@@ -706,6 +712,7 @@ impl SqliteSink {
                 continue;
             };
             let mut row: Vec<Sql<'r>> = (0..self.columns.len()).map(|_| Sql::Null).collect();
+            let mut seen: Vec<usize> = Vec::new();
             for (k, v) in m {
                 if !usable_name(k) {
                     rejects.push(reject(format!(
@@ -714,8 +721,19 @@ impl SqliteSink {
                     continue 'records;
                 }
                 let Some(&i) = self.index.get(&k.to_lowercase()) else {
-                    continue;
+                    rejects.push(reject(format!(
+                        "field {k:?} would make the table wider than {MAX_COLUMNS} columns"
+                    )));
+                    continue 'records;
                 };
+                if !matches!(row[i], Sql::Null) || seen.contains(&i) {
+                    rejects.push(reject(format!(
+                        "fields {:?} and {k:?} differ only in case, and SQLite column names do not",
+                        self.columns[i].name
+                    )));
+                    continue 'records;
+                }
+                seen.push(i);
                 let col = &self.columns[i];
                 match to_sql(v, col) {
                     Ok(s) => row[i] = s,

@@ -5,9 +5,10 @@
 //! expected. Each attempt covers the request, the status, reading the whole
 //! body and parsing it, so a truncated body or a reset mid-body is retried.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -43,7 +44,13 @@ pub struct HttpClient {
     permits: Arc<Semaphore>,
     api_key_query: Option<(String, String)>,
     metrics: Arc<SourceMetrics>,
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Set when the API said no requests remain until a reset.
+    pause_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// Longest pause a `RateLimit-Reset` header can ask for.
+const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 /// One failed attempt.
 #[derive(Debug)]
@@ -155,7 +162,73 @@ impl HttpClient {
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             api_key_query,
             metrics,
+            limiter: cfg.rate_limit.and_then(|r| {
+                // an even pace with a burst of one: never more than `count`
+                // (plus that one) in any window of `per`
+                let period = r.per / r.count.max(1);
+                governor::Quota::with_period(period)
+                    .map(|q| governor::RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
+            }),
+            pause_until: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Wait for the rate limit and for any pause the API asked for.
+    async fn pace(&self) {
+        let until = self.pause_until.lock().ok().and_then(|p| *p);
+        if let Some(t) = until
+            && t > Instant::now()
+        {
+            tokio::time::sleep_until(t.into()).await;
+        }
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+    }
+
+    /// Read `RateLimit-Remaining`/`X-RateLimit-Remaining` and the matching
+    /// reset: when nothing remains, hold every request of the source until the
+    /// reset instead of running into 429s.
+    fn observe_limits(&self, headers: &HeaderMap) {
+        let get = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                headers
+                    .get(*n)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        };
+        let Some(remaining) = get(&["ratelimit-remaining", "x-ratelimit-remaining"]) else {
+            return;
+        };
+        if remaining > 0 {
+            return;
+        }
+        let reset = get(&["ratelimit-reset", "x-ratelimit-reset"]).unwrap_or(1);
+        // GitHub sends an epoch second, the IETF draft a delta
+        let wait = if reset > 1_000_000_000 {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Duration::from_secs(reset.saturating_sub(now))
+        } else {
+            Duration::from_secs(reset)
+        }
+        .min(MAX_PAUSE);
+        if wait.is_zero() {
+            return;
+        }
+        tracing::debug!(
+            seconds = wait.as_secs(),
+            "the API reports no requests remaining: pausing until its reset"
+        );
+        if let Ok(mut p) = self.pause_until.lock() {
+            let t = Instant::now() + wait;
+            if p.is_none_or(|cur| cur < t) {
+                *p = Some(t);
+            }
+        }
     }
 
     /// The URL as it may be shown: secrets masked.
@@ -238,6 +311,7 @@ impl HttpClient {
                 message: "the source is shutting down".into(),
                 transient: false,
             })?;
+        self.pace().await;
         let mut req = self.inner.request(self.method.clone(), url.clone());
         if let Some(b) = body {
             req = req.json(b);
@@ -246,6 +320,7 @@ impl HttpClient {
         let status = resp.status();
         let final_url = resp.url().clone();
         let headers = resp.headers().clone();
+        self.observe_limits(&headers);
         if !status.is_success() {
             let retry_after = headers
                 .get(reqwest::header::RETRY_AFTER)

@@ -149,7 +149,21 @@ pub struct Page {
     pub resume: Option<Resume>,
     /// The (redacted) URL it came from.
     pub url: String,
+    /// Set when the page failed for good and `on_error = "skip"`.
+    pub failure: Option<PageFailure>,
 }
+
+/// A page that failed for good.
+#[derive(Debug, Clone)]
+pub struct PageFailure {
+    /// The HTTP status, if the server answered.
+    pub status: Option<u16>,
+    /// The error (redacted).
+    pub message: String,
+}
+
+/// Failed pages in a row after which a walk gives up, under `on_error = "skip"`.
+pub const MAX_SKIPPED_IN_A_ROW: u32 = 3;
 
 /// A source, ready to walk.
 #[derive(Clone)]
@@ -159,6 +173,7 @@ pub struct Source {
     paginator: Arc<Paginator>,
     metrics: Arc<SourceMetrics>,
     restart_expired: bool,
+    skip: bool,
 }
 
 type PageStream = std::pin::Pin<Box<dyn Stream<Item = Result<Page, HttpError>> + Send>>;
@@ -173,6 +188,7 @@ impl Source {
             cfg: Arc::new(cfg.clone()),
             metrics,
             restart_expired: false,
+            skip: cfg.on_error == crate::config::source::OnError::Skip,
         })
     }
 
@@ -243,6 +259,8 @@ impl Source {
             }
             let mut seen: HashSet<String> = HashSet::new();
             let mut pos = st.position.clone();
+            // pages in a row that failed for good (on_error = "skip")
+            let mut failures = 0u32;
             // sequential phase: every kind's first page, and all of a
             // non-addressable walk
             loop {
@@ -274,10 +292,20 @@ impl Source {
                         seen.clear();
                         continue;
                     }
-                    other => other?,
+                    other => other,
                 };
                 resuming = false;
-                let (page, next) = this.process(&part, &pos, resp, &mut st)?;
+                let (page, next) = match resp.and_then(|r| this.process(&part, &pos, r, &mut st)) {
+                    Ok(done) => {
+                        failures = 0;
+                        done
+                    }
+                    Err(e) if this.skip => {
+                        failures += 1;
+                        this.skipped(&part, &pos, e, &mut st, failures)
+                    }
+                    Err(e) => Err(e)?,
+                };
                 let stop = page.resume.is_none();
                 yield page;
                 let Some(next) = next.filter(|_| !stop) else { return; };
@@ -303,16 +331,27 @@ impl Source {
                     let this = fetcher.clone();
                     let req = this.paginator.request(&base, body.as_ref(), &p);
                     async move {
-                        let (url, req_body) = req.map_err(HttpError::Client)?;
-                        let resp = this.client.fetch(&url, req_body.as_ref()).await?;
-                        Ok::<_, HttpError>((p, resp))
+                        let resp = match req.map_err(HttpError::Client) {
+                            Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
+                            Err(e) => Err(e),
+                        };
+                        (p, resp)
                     }
                 })
                 .buffered(this.cfg.concurrency);
             futures::pin_mut!(fetches);
-            while let Some(fetched) = fetches.next().await {
-                let (p, resp) = fetched?;
-                let (page, _) = this.process(&part, &p, resp, &mut st)?;
+            while let Some((p, resp)) = fetches.next().await {
+                let page = match resp.and_then(|r| this.process(&part, &p, r, &mut st)) {
+                    Ok((page, _)) => {
+                        failures = 0;
+                        page
+                    }
+                    Err(e) if this.skip => {
+                        failures += 1;
+                        this.skipped(&part, &p, e, &mut st, failures).0
+                    }
+                    Err(e) => Err(e)?,
+                };
                 let stop = page.resume.is_none();
                 yield page;
                 if stop {
@@ -330,7 +369,55 @@ impl Source {
             records: Vec::new(),
             resume: None,
             url: String::new(),
+            failure: None,
         }
+    }
+
+    /// A page that failed for good under `on_error = "skip"`: recorded, and
+    /// the walk goes on where it can. Addressable walks continue at the next
+    /// page; cursor and URL walks cannot get past it and end; any walk ends
+    /// after [`MAX_SKIPPED_IN_A_ROW`] failures in a row (past the end of a
+    /// speculative walk every page may fail).
+    fn skipped(
+        &self,
+        part: &Partition,
+        pos: &Position,
+        e: HttpError,
+        st: &mut Resume,
+        in_a_row: u32,
+    ) -> (Page, Option<Position>) {
+        st.pages += 1;
+        let next = if self.paginator.addressable()
+            && in_a_row < MAX_SKIPPED_IN_A_ROW
+            && !self.paginator.max_pages().is_some_and(|m| st.pages >= m)
+        {
+            Some(self.paginator.step(pos, 1))
+        } else {
+            tracing::warn!(partition = %part.key, "the walk cannot go past this failed page; the rest of this partition is skipped");
+            None
+        };
+        let (url, status) = match &e {
+            HttpError::Status { url, status, .. } => (url.clone(), Some(*status)),
+            HttpError::Transport { url, .. }
+            | HttpError::Body { url, .. }
+            | HttpError::Loop { url, .. } => (url.clone(), None),
+            HttpError::Client(_) => (String::new(), None),
+        };
+        tracing::warn!(partition = %part.key, url = %url, "skipping a page that failed: {e}");
+        let page = Page {
+            partition: part.key.clone(),
+            records: Vec::new(),
+            resume: next.clone().map(|p| Resume {
+                position: p,
+                ..st.clone()
+            }),
+            url,
+            failure: Some(PageFailure {
+                status,
+                message: e.to_string(),
+            }),
+        };
+        (page, next)
     }
 
     /// Records out of a response, counters, the next position and the stop
@@ -390,6 +477,7 @@ impl Source {
                 records,
                 resume,
                 url: shown,
+                failure: None,
             },
             next,
         ))
