@@ -56,7 +56,7 @@ fn value(r: u64, i: u64) -> Value {
         2 => json!("x".repeat(((r >> 8) % 200_000) as usize)),
         3 => nested(5 + (r >> 8) % 90),
         4 => json!(null),
-        5 => json!((r % 2) == 0),
+        5 => json!(r.is_multiple_of(2)),
         6 => json!(["a", 1, null, { "k": "v" }]),
         7 => json!("'); DROP TABLE posts; --"),
         8 => json!((r % 10_000) as f64 / 7.0),

@@ -389,7 +389,7 @@ impl Source {
         st.pages += 1;
         let next = if self.paginator.addressable()
             && in_a_row < MAX_SKIPPED_IN_A_ROW
-            && !self.paginator.max_pages().is_some_and(|m| st.pages >= m)
+            && self.paginator.max_pages().is_none_or(|m| st.pages < m)
         {
             Some(self.paginator.step(pos, 1))
         } else {
