@@ -916,11 +916,26 @@ fn to_sql<'a>(v: &'a Value, col: &Column) -> Result<Sql<'a>, String> {
             other => Sql::Text(other.to_string().into()),
         });
     }
+    // inferred columns take what comes, but never let SQLite's type affinity
+    // change a value: numbers into TEXT columns go as exact text (SQLite
+    // would print a REAL with 15 digits), and a number an INTEGER or REAL
+    // column cannot hold exactly is rejected rather than rounded
+    let text_column = matches!(col.ty, ColumnType::Text | ColumnType::Timestamp);
     Ok(match v {
+        Value::Bool(b) if text_column => Sql::Text(if *b { "true" } else { "false" }.into()),
         Value::Bool(b) => Sql::Int(i64::from(*b)),
+        Value::Number(n) if text_column => Sql::Text(n.to_string().into()),
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) if col.ty == ColumnType::Real && i.unsigned_abs() > (1 << 53) => {
+                return Err(format!("{i} cannot be held exactly by a REAL column"));
+            }
+            (Some(i), _) if col.ty == ColumnType::Real => Sql::Real(i as f64),
             (Some(i), _) => Sql::Int(i),
-            (None, _) if n.is_u64() => Sql::Text(n.to_string().into()),
+            (None, _) if n.is_u64() => {
+                return Err(format!(
+                    "{n} is beyond the 64-bit range of a numeric column"
+                ));
+            }
             (None, Some(f)) => Sql::Real(f),
             (None, None) => Sql::Text(n.to_string().into()),
         },

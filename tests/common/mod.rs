@@ -136,3 +136,50 @@ pub async fn columns(db: &Path, table: &str) -> Vec<(String, String)> {
         .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
         .collect()
 }
+
+/// Every row of a table, each value decoded by its SQLite storage class
+/// (exact for text holding NULs, which SQLite's JSON functions are not).
+pub async fn typed_rows(
+    db: &Path,
+    table: &str,
+    order: &str,
+) -> Vec<serde_json::Map<String, Value>> {
+    use sqlx::{Column, TypeInfo, ValueRef};
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let sql = format!("SELECT * FROM \"{table}\" ORDER BY {order}");
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("rows of {table}: {e}"));
+    rows.iter()
+        .map(|r| {
+            r.columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    // a NULL reports its column's declared type: check it first
+                    let kind = r
+                        .try_get_raw(i)
+                        .map(|v| {
+                            if v.is_null() {
+                                "NULL".to_string()
+                            } else {
+                                v.type_info().name().to_string()
+                            }
+                        })
+                        .unwrap_or_default();
+                    let v = match kind.as_str() {
+                        "INTEGER" => Value::from(r.get::<i64, _>(i)),
+                        "REAL" => serde_json::Number::from_f64(r.get::<f64, _>(i))
+                            .map_or(Value::Null, Value::Number),
+                        "TEXT" => Value::String(r.get::<String, _>(i)),
+                        _ => Value::Null,
+                    };
+                    (c.name().to_string(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
