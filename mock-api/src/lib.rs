@@ -33,7 +33,7 @@ pub mod hostile;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -42,6 +42,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 pub use data::Dataset;
@@ -125,6 +126,13 @@ struct Shared {
     window: Mutex<VecDeque<Instant>>,
     /// 429s sent because of `max_rps`.
     rate_limited: AtomicU64,
+    /// Each post's JSON, made once (benchmarks serve a million of them);
+    /// replaced whole when the data set changes.
+    cache: RwLock<Arc<Vec<OnceLock<Box<str>>>>>,
+}
+
+fn empty_cache(posts: u64) -> Arc<Vec<OnceLock<Box<str>>>> {
+    Arc::new((0..posts).map(|_| OnceLock::new()).collect())
 }
 
 /// A running mock API on 127.0.0.1. Dropping it stops the server.
@@ -156,6 +164,7 @@ impl MockApi {
             arrivals: Mutex::new(Vec::new()),
             window: Mutex::new(VecDeque::new()),
             rate_limited: AtomicU64::new(0),
+            cache: RwLock::new(empty_cache(cfg.posts)),
         });
         let app = router(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,6 +205,7 @@ impl MockApi {
     pub fn update(&self, f: impl FnOnce(&mut Dataset)) {
         let mut guard = self.shared.data.write().unwrap_or_else(|e| e.into_inner());
         f(&mut guard);
+        *self.shared.cache.write().unwrap_or_else(|e| e.into_inner()) = empty_cache(guard.posts);
     }
 
     /// Requests received so far (the first [`LOG_CAP`]).
@@ -579,8 +589,47 @@ fn slice(s: &S, sel: &Selection, offset: u64, limit: u64) -> Vec<u64> {
     }
 }
 
-fn posts_json(d: &Dataset, ids: &[u64]) -> Value {
-    Value::Array(ids.iter().map(|&id| d.post(id)).collect())
+/// The posts as one JSON array, from the cache.
+fn posts_raw(s: &S, d: &Dataset, ids: &[u64]) -> Box<RawValue> {
+    let cache = s.cache.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone());
+    let mut out = String::with_capacity(ids.len() * 320 + 2);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match cache.get((*id as usize).wrapping_sub(1)) {
+            Some(cell) => out.push_str(cell.get_or_init(|| d.post(*id).to_string().into_boxed_str())),
+            None => out.push_str(&d.post(*id).to_string()),
+        }
+    }
+    out.push(']');
+    RawValue::from_string(out).unwrap_or_else(|_| RawValue::from_string("[]".into()).unwrap_or_default())
+}
+
+/// A JSON object of `fields` plus `key`: the posts, written as they are.
+struct Envelope<'a> {
+    fields: Value,
+    key: &'a str,
+    posts: Box<RawValue>,
+}
+
+impl serde::Serialize for Envelope<'_> {
+    fn serialize<Z: serde::Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = z.serialize_map(None)?;
+        if let Value::Object(fields) = &self.fields {
+            for (k, v) in fields {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.serialize_entry(self.key, &self.posts)?;
+        m.end()
+    }
+}
+
+fn envelope(fields: Value, key: &str, posts: Box<RawValue>) -> Response {
+    axum::Json(Envelope { fields, key, posts }).into_response()
 }
 
 fn header(v: &str) -> HeaderValue {
@@ -654,7 +703,7 @@ async fn jsonplaceholder(State(s): State<S>, Query(q): Params) -> Response {
         };
         sel.slice(start, end.saturating_sub(start))
     };
-    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+    (headers, axum::Json(posts_raw(&s, &d, &ids))).into_response()
 }
 
 async fn post_comments(State(s): State<S>, Path(id): Path<String>) -> Response {
@@ -690,11 +739,11 @@ async fn offset_envelope(State(s): State<S>, Query(q): Params) -> Response {
     };
     let sel = select(&d, &q);
     let ids = slice(&s, &sel, offset, limit);
-    axum::Json(json!({
-        "data": posts_json(&d, &ids),
-        "meta": { "total": sel.len(), "offset": offset, "limit": limit },
-    }))
-    .into_response()
+    envelope(
+        json!({ "meta": { "total": sel.len(), "offset": offset, "limit": limit } }),
+        "data",
+        posts_raw(&s, &d, &ids),
+    )
 }
 
 async fn stripe(State(s): State<S>, Query(q): Params) -> Response {
@@ -719,13 +768,11 @@ async fn stripe(State(s): State<S>, Query(q): Params) -> Response {
     };
     let ids = sel.slice(start, limit);
     let has_more = start + (ids.len() as u64) < sel.len();
-    axum::Json(json!({
-        "object": "list",
-        "url": "/v1/posts",
-        "has_more": has_more,
-        "data": posts_json(&d, &ids),
-    }))
-    .into_response()
+    envelope(
+        json!({ "object": "list", "url": "/v1/posts", "has_more": has_more }),
+        "data",
+        posts_raw(&s, &d, &ids),
+    )
 }
 
 /// An opaque token for an offset, as real APIs hand out.
@@ -784,8 +831,7 @@ fn next_like(s: &S, q: &HashMap<String, String>, path: &str, loops: bool) -> Res
     } else {
         Value::Null
     };
-    axum::Json(json!({ "count": sel.len(), "next": next, "results": posts_json(&d, &ids) }))
-        .into_response()
+    envelope(json!({ "count": sel.len(), "next": next }), "results", posts_raw(s, &d, &ids))
 }
 
 async fn github(State(s): State<S>, Query(q): Params) -> Response {
@@ -817,7 +863,7 @@ async fn github(State(s): State<S>, Query(q): Params) -> Response {
         headers.insert("link", header(&links.join(", ")));
     }
     let ids = sel.slice((page - 1) * per_page, per_page);
-    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+    (headers, axum::Json(posts_raw(&s, &d, &ids))).into_response()
 }
 
 async fn slack(State(s): State<S>, Query(q): Params) -> Response {
@@ -846,12 +892,11 @@ async fn slack(State(s): State<S>, Query(q): Params) -> Response {
     } else {
         String::new()
     };
-    axum::Json(json!({
-        "ok": true,
-        "members": posts_json(&d, &ids),
-        "response_metadata": { "next_cursor": next },
-    }))
-    .into_response()
+    envelope(
+        json!({ "ok": true, "response_metadata": { "next_cursor": next } }),
+        "members",
+        posts_raw(&s, &d, &ids),
+    )
 }
 
 async fn header_cursor(State(s): State<S>, Query(q): Params) -> Response {
@@ -875,7 +920,7 @@ async fn header_cursor(State(s): State<S>, Query(q): Params) -> Response {
     if offset + limit < sel.len() {
         headers.insert("x-next-cursor", header(&token(offset + limit)));
     }
-    (headers, axum::Json(posts_json(&d, &ids))).into_response()
+    (headers, axum::Json(posts_raw(&s, &d, &ids))).into_response()
 }
 
 async fn hostile_records(State(s): State<S>, Query(q): Params) -> Response {
