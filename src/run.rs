@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! producer task: Source::walk ──▶ bounded channel (CHANNEL_PAGES) ──▶ consumer:
-//!   transforms per page ──▶ batch of whole pages ──▶ SqliteSink::write (one transaction)
+//!   transforms per page ──▶ batch of whole pages ──▶ writer task:
+//!   SqliteSink::write (one transaction per batch)
 //! ```
 //! The producer reserves a channel slot *before* it asks the source for the
-//! next page, so pages fetched but not yet written never exceed the channel
-//! capacity plus the source's in-flight requests plus the batch being
-//! written. A batch holds whole pages only: a page is never split across two
-//! transactions, so its resume point is exact.
+//! next page, and the consumer holds the writer's single slot while it
+//! gathers a batch, so pages fetched but not yet written never exceed the
+//! channel capacity plus the source's in-flight requests plus two batches
+//! (one being written, one being gathered): fetching overlaps writing, and
+//! memory stays bounded. A batch holds whole pages only: a page is never
+//! split across two transactions, so its resume point is exact.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -198,6 +201,16 @@ pub struct RunReport {
     pub table: String,
     /// Why it failed (redacted).
     pub error: Option<String>,
+    /// The process's peak resident memory so far, in bytes (Linux).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size (`VmHWM`), where the OS tells it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Run one pipeline to the end (or to its first failure).
@@ -328,59 +341,84 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         })
     };
 
-    // consumer: transforms, batches, writes
-    let cursor_field = incremental.map(|i| &i.cursor_field);
-    let mut progress = Progress::default();
-    let mut batch = Batch::default();
-    let mut failure: Option<Error> = None;
-    let batch_size = p.sink.batch_size;
-    loop {
-        let msg = if batch.is_empty() {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(LINGER, rx.recv()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    if let Err(e) =
-                        commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
-                    {
-                        failure = Some(e);
-                        break;
-                    }
-                    continue;
+    // writer: owns the sink and commits one batch while the consumer gathers
+    // the next, so fetching and writing overlap
+    let (wtx, mut wrx) = mpsc::channel::<Batch>(1);
+    let writer = {
+        let metrics = metrics.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let mut progress = Progress::default();
+            while let Some(mut b) = wrx.recv().await {
+                if let Err(e) = commit(&mut sink, &mut b, &mut progress, &metrics, &opts).await {
+                    return (sink, progress, Err(e));
                 }
             }
+            (sink, progress, Ok(()))
+        })
+    };
+
+    // consumer: transforms and batches. It holds the writer's one slot while
+    // it gathers, so at most two batches exist: one written, one gathered.
+    // A batch goes when it is full, when the source ends or fails, or when
+    // no page came for LINGER.
+    let cursor_field = incremental.map(|i| &i.cursor_field);
+    let mut failure: Option<Error> = None;
+    let batch_size = p.sink.batch_size;
+    let mut finished = false;
+    while !finished {
+        let Ok(slot) = wtx.reserve().await else {
+            break; // the writer stopped: its error is collected below
         };
-        match msg {
-            None => break,
-            Some(Err(e)) => {
-                failure = Some(e);
-                break;
-            }
-            Some(Ok(page)) => {
-                add_page(&chain, cursor_field, &mut batch, page);
-                if batch.records.len() >= batch_size
-                    && let Err(e) =
-                        commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
-                {
-                    failure = Some(e);
+        let mut batch = Batch::default();
+        loop {
+            let msg = if batch.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(LINGER, rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            };
+            match msg {
+                None => {
+                    finished = true;
                     break;
+                }
+                Some(Err(e)) => {
+                    // what was fetched before the failure is good: it goes too
+                    failure = Some(e);
+                    finished = true;
+                    break;
+                }
+                Some(Ok(page)) => {
+                    add_page(&chain, cursor_field, &mut batch, page);
+                    if batch.records.len() >= batch_size {
+                        break;
+                    }
                 }
             }
         }
+        if !batch.is_empty() {
+            slot.send(batch);
+        }
     }
-    // what was fetched before a failure or a stop is good: commit it
-    if !batch.is_empty()
-        && failure
-            .as_ref()
-            .is_none_or(|e| !matches!(e, Error::Sink(_)))
-        && let Err(e) = commit(&mut sink, &mut batch, &mut progress, &metrics, opts).await
-    {
-        failure.get_or_insert(e);
-    }
+    drop(wtx);
     drop(rx);
     producer.abort();
     let _ = producer.await;
+    let (mut sink, progress, written) = match writer.await {
+        Ok(done) => done,
+        Err(e) => {
+            return Err(Error::Sink(crate::sink::SinkError::Schema(format!(
+                "the writer task failed: {e}"
+            ))));
+        }
+    };
+    if let Err(e) = written {
+        // a write failure outranks the source's: it is why rows are missing
+        failure = Some(e);
+    }
 
     let stop = opts.shutdown.requested();
     let (status, error) = match (&failure, stop) {
@@ -405,6 +443,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         database: p.sink.path.display().to_string(),
         table: p.sink.table.clone(),
         error,
+        peak_rss_bytes: peak_rss_bytes(),
     };
     match (failure, stop) {
         (Some(e), _) => Err(e),

@@ -591,7 +591,11 @@ fn slice(s: &S, sel: &Selection, offset: u64, limit: u64) -> Vec<u64> {
 
 /// The posts as one JSON array, from the cache.
 fn posts_raw(s: &S, d: &Dataset, ids: &[u64]) -> Box<RawValue> {
-    let cache = s.cache.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone());
+    let cache = s
+        .cache
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
     let mut out = String::with_capacity(ids.len() * 320 + 2);
     out.push('[');
     for (i, id) in ids.iter().enumerate() {
@@ -599,12 +603,15 @@ fn posts_raw(s: &S, d: &Dataset, ids: &[u64]) -> Box<RawValue> {
             out.push(',');
         }
         match cache.get((*id as usize).wrapping_sub(1)) {
-            Some(cell) => out.push_str(cell.get_or_init(|| d.post(*id).to_string().into_boxed_str())),
+            Some(cell) => {
+                out.push_str(cell.get_or_init(|| d.post(*id).to_string().into_boxed_str()))
+            }
             None => out.push_str(&d.post(*id).to_string()),
         }
     }
     out.push(']');
-    RawValue::from_string(out).unwrap_or_else(|_| RawValue::from_string("[]".into()).unwrap_or_default())
+    RawValue::from_string(out)
+        .unwrap_or_else(|_| RawValue::from_string("[]".into()).unwrap_or_default())
 }
 
 /// A JSON object of `fields` plus `key`: the posts, written as they are.
@@ -831,7 +838,11 @@ fn next_like(s: &S, q: &HashMap<String, String>, path: &str, loops: bool) -> Res
     } else {
         Value::Null
     };
-    envelope(json!({ "count": sel.len(), "next": next }), "results", posts_raw(s, &d, &ids))
+    envelope(
+        json!({ "count": sel.len(), "next": next }),
+        "results",
+        posts_raw(s, &d, &ids),
+    )
 }
 
 async fn github(State(s): State<S>, Query(q): Params) -> Response {

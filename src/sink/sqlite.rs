@@ -194,6 +194,10 @@ pub struct SqliteSink {
     columns: Vec<Column>,
     /// lower-cased column name → position (SQLite names are case-insensitive)
     index: HashMap<String, usize>,
+    /// exact column name → position: the common case, without allocating
+    exact: HashMap<String, usize>,
+    /// positions of the primary key columns, when they exist
+    pk_cols: Vec<usize>,
     exists: bool,
     run_id: i64,
     marks: Option<Marks>,
@@ -235,6 +239,8 @@ impl SqliteSink {
             declared: cfg.columns.clone(),
             columns: Vec::new(),
             index: HashMap::new(),
+            exact: HashMap::new(),
+            pk_cols: Vec::new(),
             exists: false,
             run_id: 0,
             marks: None,
@@ -370,6 +376,7 @@ impl SqliteSink {
             .map_err(db_err(&self.path, "cannot read the table's columns"))?;
         self.columns.clear();
         self.index.clear();
+        self.exact.clear();
         self.exists = !rows.is_empty();
         for r in rows {
             let name: String = r
@@ -390,8 +397,24 @@ impl SqliteSink {
     }
 
     fn push_column(&mut self, name: String, ty: ColumnType, strict: bool) {
-        self.index.insert(name.to_lowercase(), self.columns.len());
+        let at = self.columns.len();
+        self.index.insert(name.to_lowercase(), at);
+        self.exact.insert(name.clone(), at);
         self.columns.push(Column { name, ty, strict });
+        self.pk_cols = self
+            .primary_key
+            .iter()
+            .filter_map(|k| self.position(k))
+            .collect();
+    }
+
+    /// The position of the column for a field name (SQLite compares names
+    /// case-insensitively); allocates only for a name not seen in this case.
+    fn position(&self, name: &str) -> Option<usize> {
+        match self.exact.get(name) {
+            Some(&i) => Some(i),
+            None => self.index.get(&name.to_lowercase()).copied(),
+        }
     }
 
     /// The saved resume points of this pipeline: partition → resume
@@ -517,9 +540,9 @@ impl SqliteSink {
         }
         let ncols = self.columns.len().max(1);
         let per_stmt = (MAX_BINDS / ncols).clamp(1, MAX_ROWS);
-        for chunk in rows.chunks(per_stmt) {
+        for chunk in rows.chunks(per_stmt * ncols) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(prefix.as_str());
-            qb.push_values(chunk, |mut b, row| {
+            qb.push_values(chunk.chunks(ncols), |mut b, row| {
                 for v in row {
                     match v {
                         Sql::Null => b.push_bind(None::<i64>),
@@ -532,7 +555,11 @@ impl SqliteSink {
             qb.push(suffix.as_str());
             qb.build().execute(&mut *tx).await.map_err(db_err(
                 &self.path,
-                format!("cannot write {} rows into `{}`", chunk.len(), self.table),
+                format!(
+                    "cannot write {} rows into `{}`",
+                    chunk.len() / ncols,
+                    self.table
+                ),
             ))?;
         }
         let state_sql = format!(
@@ -589,7 +616,7 @@ impl SqliteSink {
             }
         }
         let written = Written {
-            rows: rows.len() as u64,
+            rows: (rows.len() / ncols) as u64,
             rejects: rejects.len() as u64,
         };
         sqlx::query("UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?")
@@ -694,9 +721,12 @@ impl SqliteSink {
     }
 
     /// Records to rows in column order; what cannot be stored is rejected.
-    fn rows<'r>(&self, records: &'r [Value], rejects: &mut Vec<Reject>) -> Vec<Vec<Sql<'r>>> {
-        let mut rows = Vec::with_capacity(records.len());
-        'records: for r in records {
+    fn rows<'r>(&self, records: &'r [Value], rejects: &mut Vec<Reject>) -> Vec<Sql<'r>> {
+        let ncols = self.columns.len();
+        let mut flat: Vec<Sql<'r>> = Vec::with_capacity(records.len() * ncols);
+        // stamp[i] == record number: column i already set by this record
+        let mut stamp = vec![usize::MAX; ncols];
+        'records: for (n, r) in records.iter().enumerate() {
             let reject = |reason: String| Reject {
                 partition: "".into(),
                 url: None,
@@ -711,33 +741,43 @@ impl SqliteSink {
                 )));
                 continue;
             };
-            let mut row: Vec<Sql<'r>> = (0..self.columns.len()).map(|_| Sql::Null).collect();
-            let mut seen: Vec<usize> = Vec::new();
+            if ncols == 0 {
+                rejects.push(reject(
+                    "a record with no fields has nothing to store".into(),
+                ));
+                continue;
+            }
+            let start = flat.len();
+            flat.extend((0..ncols).map(|_| Sql::Null));
             for (k, v) in m {
                 if !usable_name(k) {
+                    flat.truncate(start);
                     rejects.push(reject(format!(
                         "field name {k:?} cannot be a column name (empty or holds a NUL)"
                     )));
                     continue 'records;
                 }
-                let Some(&i) = self.index.get(&k.to_lowercase()) else {
+                let Some(i) = self.position(k) else {
+                    flat.truncate(start);
                     rejects.push(reject(format!(
                         "field {k:?} would make the table wider than {MAX_COLUMNS} columns"
                     )));
                     continue 'records;
                 };
-                if !matches!(row[i], Sql::Null) || seen.contains(&i) {
+                if stamp[i] == n {
+                    flat.truncate(start);
                     rejects.push(reject(format!(
                         "fields {:?} and {k:?} differ only in case, and SQLite column names do not",
                         self.columns[i].name
                     )));
                     continue 'records;
                 }
-                seen.push(i);
+                stamp[i] = n;
                 let col = &self.columns[i];
                 match to_sql(v, col) {
-                    Ok(s) => row[i] = s,
+                    Ok(s) => flat[start + i] = s,
                     Err(reason) => {
+                        flat.truncate(start);
                         rejects.push(reject(format!(
                             "column `{}` ({}): {reason}",
                             col.name,
@@ -748,22 +788,22 @@ impl SqliteSink {
                 }
             }
             if self.mode == WriteMode::Merge {
-                for k in &self.primary_key {
-                    let missing = self
-                        .index
-                        .get(&k.to_lowercase())
-                        .is_none_or(|&i| matches!(row[i], Sql::Null));
-                    if missing {
-                        rejects.push(reject(format!(
-                            "primary key field `{k}` is missing or null"
-                        )));
-                        continue 'records;
-                    }
+                let missing = self.pk_cols.len() < self.primary_key.len()
+                    || self
+                        .pk_cols
+                        .iter()
+                        .any(|&i| matches!(flat[start + i], Sql::Null));
+                if missing {
+                    flat.truncate(start);
+                    rejects.push(reject(format!(
+                        "a primary key field ({}) is missing or null",
+                        self.primary_key.join(", ")
+                    )));
+                    continue 'records;
                 }
             }
-            rows.push(row);
         }
-        rows
+        flat
     }
 
     /// End the run. On success: swap a staged table in, forget the resume
