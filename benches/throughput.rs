@@ -328,8 +328,8 @@ fn main() {
     );
     println!();
     println!(
-        "| {:<46} | {:>9} | {:>7} | {:>10} | {:>9} | {}",
-        "run", "records", "seconds", "records/s", "peak RSS", "against"
+        "| {:<46} | {:>9} | {:>7} | {:>10} | {:>9} | against",
+        "run", "records", "seconds", "records/s", "peak RSS"
     );
     println!(
         "|{}|{}|{}|{}|{}|---",
@@ -372,7 +372,7 @@ fn main() {
         &format!("{:.2}x the larger floor", cursor.seconds / floor),
     );
     row(
-        &format!("ingest, +20 ms per response, concurrency 16"),
+        "ingest, +20 ms per response, concurrency 16",
         latency,
         &format!(
             "ideal {ideal:.2}s = {} pages x 20 ms / 16: {:.2}x (target <= 1.3x)",
