@@ -102,9 +102,18 @@ fn pipeline(base: &str, kind: &str, concurrency: u32, db: &Path) -> String {
     format!(
         "[source]\nkind = \"http\"\nbase_url = \"{base}\"\npath = \"{path}\"\nrecords = \"{records}\"\nconcurrency = {concurrency}\n\
          [source.pagination]\n{pagination}\n\
-         [sink]\nkind = \"sqlite\"\npath = \"{}\"\ntable = \"posts\"\nwrite = \"append\"\n",
-        db.display()
+         [sink]\nkind = \"sqlite\"\npath = \"{}\"\ntable = \"posts\"\nwrite = \"append\"\nbatch_size = {}\n",
+        db.display(),
+        batch_size()
     )
+}
+
+/// Records per transaction (`BENCH_BATCH_SIZE`, default 1000 like the sink's).
+fn batch_size() -> u64 {
+    std::env::var("BENCH_BATCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
 }
 
 /// One measured run: records, seconds, peak RSS in bytes.

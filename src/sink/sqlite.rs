@@ -485,12 +485,20 @@ impl SqliteSink {
                 }
             }
         }
+        // records of one API nearly always share their keys: a record whose
+        // keys are the previous record's needs no lookup at all
+        let mut prev: Vec<&str> = Vec::new();
         for r in &records {
             if let Value::Object(m) = r {
+                if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
+                    continue;
+                }
+                prev.clear();
+                prev.extend(m.keys().map(String::as_str));
                 for (k, v) in m {
                     if usable_name(k)
                         && self.columns.len() < MAX_COLUMNS
-                        && !self.index.contains_key(&k.to_lowercase())
+                        && self.position(k).is_none()
                     {
                         let ty = infer(v);
                         new_cols.push(Column {
@@ -540,7 +548,9 @@ impl SqliteSink {
         }
         let ncols = self.columns.len().max(1);
         let per_stmt = (MAX_BINDS / ncols).clamp(1, MAX_ROWS);
-        for chunk in rows.chunks(per_stmt * ncols) {
+        // build statement k+1's arguments while SQLite runs statement k on
+        // its worker thread: both are polled on this task by join!
+        let build = |chunk: &[Sql<'_>]| {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(prefix.as_str());
             qb.push_values(chunk.chunks(ncols), |mut b, row| {
                 for v in row {
@@ -553,14 +563,19 @@ impl SqliteSink {
                 }
             });
             qb.push(suffix.as_str());
-            qb.build().execute(&mut *tx).await.map_err(db_err(
+            (qb, chunk.len() / ncols)
+        };
+        let mut chunks = rows.chunks(per_stmt * ncols);
+        let mut pending = chunks.next().map(build);
+        while let Some((mut qb, n)) = pending.take() {
+            let next = chunks.next();
+            let (done, built) =
+                tokio::join!(qb.build().execute(&mut *tx), async { next.map(build) });
+            done.map_err(db_err(
                 &self.path,
-                format!(
-                    "cannot write {} rows into `{}`",
-                    chunk.len() / ncols,
-                    self.table
-                ),
+                format!("cannot write {n} rows into `{}`", self.table),
             ))?;
+            pending = built;
         }
         let state_sql = format!(
             "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
@@ -726,6 +741,7 @@ impl SqliteSink {
         let mut flat: Vec<Sql<'r>> = Vec::with_capacity(records.len() * ncols);
         // stamp[i] == record number: column i already set by this record
         let mut stamp = vec![usize::MAX; ncols];
+        let mut prev: Vec<(&'r str, Option<usize>)> = Vec::new();
         'records: for (n, r) in records.iter().enumerate() {
             let reject = |reason: String| Reject {
                 partition: "".into(),
@@ -749,7 +765,12 @@ impl SqliteSink {
             }
             let start = flat.len();
             flat.extend((0..ncols).map(|_| Sql::Null));
-            for (k, v) in m {
+            // the previous record's key -> column, reused while keys repeat
+            if m.len() != prev.len() || !m.keys().zip(&prev).all(|(k, (p, _))| k == p) {
+                prev.clear();
+                prev.extend(m.keys().map(|k| (k.as_str(), self.position(k))));
+            }
+            for (j, (k, v)) in m.iter().enumerate() {
                 if !usable_name(k) {
                     flat.truncate(start);
                     rejects.push(reject(format!(
@@ -757,7 +778,7 @@ impl SqliteSink {
                     )));
                     continue 'records;
                 }
-                let Some(i) = self.position(k) else {
+                let Some(i) = prev[j].1 else {
                     flat.truncate(start);
                     rejects.push(reject(format!(
                         "field {k:?} would make the table wider than {MAX_COLUMNS} columns"

@@ -330,10 +330,19 @@ impl Source {
                 .map(move |p| {
                     let this = fetcher.clone();
                     let req = this.paginator.request(&base, body.as_ref(), &p);
-                    async move {
-                        let resp = match req.map_err(HttpError::Client) {
+                    // each fetch is a task of its own, so the pages in flight
+                    // are read and parsed on every worker, not one; the guard
+                    // aborts it when the walk stops early
+                    let task = AbortOnDrop(tokio::spawn(async move {
+                        match req.map_err(HttpError::Client) {
                             Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
                             Err(e) => Err(e),
+                        }
+                    }));
+                    async move {
+                        let resp = match task.await {
+                            Ok(r) => r,
+                            Err(e) => Err(HttpError::Client(format!("a fetch task failed: {e}"))),
                         };
                         (p, resp)
                     }
@@ -481,6 +490,26 @@ impl Source {
             },
             next,
         ))
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped (a walk that
+/// stops early must not leave fetches running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
