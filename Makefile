@@ -11,7 +11,7 @@ build:
 ## Runs every test: unit tests beside the code, end-to-end tests against the
 ## mock API on 127.0.0.1 with the real binary and real SQLite files.
 test:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --lib --bins --tests
 
 ## Starts the mock API on 127.0.0.1, runs `ingest run pipelines/posts.toml`
 ## against it, shows the table in data/posts.db, stops the mock API.
