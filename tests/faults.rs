@@ -304,14 +304,7 @@ async fn signal_test(signal: &str, code: i32) {
             .replace("RATE", "")
             .replace("total = \"header:X-Total-Count\"\n", ""),
     );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .args(["run", p.to_str().unwrap_or("")])
-        .current_dir(dir.path())
-        .env("API_BASE", api.url())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = spawn_ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]);
     for _ in 0..300 {
         if api.requests().len() >= 8 {
             break;

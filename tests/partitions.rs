@@ -228,13 +228,11 @@ async fn overlapping_run_is_refused_and_touches_nothing() {
          [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5\n\
          [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"append\"\n",
     );
-    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .args(["run", p.to_str().unwrap_or(""), "-q"])
-        .current_dir(dir.path())
-        .env("API_BASE", api.url())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let first = spawn_ingest(
+        dir.path(),
+        &api.url(),
+        &["run", p.to_str().unwrap_or(""), "-q"],
+    );
     // wait until the first run has really started (its lock file exists)
     let lock = dir.path().join("out.db.slow.lock");
     for _ in 0..200 {

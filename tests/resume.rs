@@ -68,13 +68,11 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
     let db = dir.path().join("out.db");
     let kills = moments(seed, 3, 60, 300);
     for (i, ms) in kills.iter().enumerate() {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
-            .args(["run", p.to_str().unwrap_or(""), "-q"])
-            .current_dir(dir.path())
-            .env("API_BASE", api.url())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut child = spawn_ingest(
+            dir.path(),
+            &api.url(),
+            &["run", p.to_str().unwrap_or(""), "-q"],
+        );
         tokio::time::sleep(Duration::from_millis(*ms)).await;
         let finished = child.try_wait().ok().flatten().is_some();
         assert!(

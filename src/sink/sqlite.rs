@@ -56,17 +56,23 @@ pub fn db_err<A: Into<String>>(
     }
 }
 
-/// Open (creating the file and its directory if needed) and migrate.
-pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
-    let shown = path.display().to_string();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
+/// Create the directory a file goes into, if it is missing.
+fn ensure_parent(path: &Path) -> Result<(), SinkError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| {
             SinkError::Schema(format!(
                 "{}: cannot create the directory: {e}",
                 dir.display()
             ))
-        })?;
+        }),
+        None => Ok(()),
     }
+}
+
+/// Open (creating the file and its directory if needed) and migrate.
+pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
+    let shown = path.display().to_string();
+    ensure_parent(path)?;
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -105,14 +111,7 @@ pub fn lock_pipeline(db: &Path, pipeline: &str) -> Result<std::fs::File, SinkErr
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".{safe}.lock"));
     let path = db.with_file_name(name);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            SinkError::Schema(format!(
-                "{}: cannot create the directory: {e}",
-                dir.display()
-            ))
-        })?;
-    }
+    ensure_parent(&path)?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

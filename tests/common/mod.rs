@@ -60,6 +60,20 @@ pub async fn ingest_env(dir: &Path, api: &str, args: &[&str], env: &[(&str, &str
     }
 }
 
+/// Start `ingest ARGS` in `dir` in the background (stderr captured), for
+/// tests that signal or kill it; it is killed if the test drops it.
+pub fn spawn_ingest(dir: &Path, api: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(args)
+        .current_dir(dir)
+        .env("API_BASE", api)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start ingest: {e}"))
+}
+
 /// Write a pipeline file into `dir`.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
