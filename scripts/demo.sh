@@ -2,7 +2,7 @@
 # make demo: the mock API on 127.0.0.1, the bundled posts pipeline, the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/debug
+bin="${CARGO_TARGET_DIR:-target}/debug"
 out=$(mktemp)
 "$bin/ingest-mock" --port 0 --posts 500 --for 300 >"$out" 2>&1 &
 mock=$!
