@@ -14,6 +14,7 @@ use ingest::cli::{Cli, Command, LogFormat, Output, ProgressMode, RunArgs, StateA
 use ingest::config::{self, ConfigError, LoadOptions, Pipeline};
 use ingest::run::{self, Progress, RunOptions, RunReport, Shutdown};
 use ingest::{Error, state};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 // mimalloc: measured half again as fast as the system allocator for
 // parsing pages of JSON (see `make bench`); .cargo/config.toml makes it commit
@@ -420,8 +421,16 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
             Some(other) => other.to_string(),
         };
         let s = s.replace(['\n', '\t'], " ");
-        if s.chars().count() > 28 {
-            format!("{}…", s.chars().take(27).collect::<String>())
+        if s.width() > 28 {
+            // cut by display columns: emoji and CJK take two
+            let mut cut = String::new();
+            for ch in s.chars() {
+                if cut.width() + ch.width().unwrap_or(0) > 27 {
+                    break;
+                }
+                cut.push(ch);
+            }
+            format!("{cut}…")
         } else {
             s
         }
@@ -432,8 +441,8 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
         .map(|c| {
             peek.rows
                 .iter()
-                .map(|r| cell(r.get(c)).chars().count())
-                .chain([c.chars().count()])
+                .map(|r| cell(r.get(c)).width())
+                .chain([c.width()])
                 .max()
                 .unwrap_or(4)
         })
@@ -442,7 +451,7 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
         cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.width()))))
             .collect::<Vec<_>>()
             .join(" | ")
     };
