@@ -30,38 +30,13 @@ fn report(out: &Out) -> serde_json::Value {
 
 async fn example_under_faults(file: &str, posts: u64, seed: u64) {
     let api = api_with(posts, Faults::rough(), seed).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let example = root().join("pipelines/examples").join(file);
-    let db = dir.path().join("out.db");
-    let set = format!("sink.path={}", db.display());
-    let out = ingest(
-        dir.path(),
-        &api.url(),
-        &[
-            "run",
-            example.to_str().unwrap_or(""),
-            "--set",
-            &set,
-            "--output",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{file}: {out:?}");
-    let r = report(&out);
+    let run = run_example(&api, file).await;
+    let r = report(&run.out);
     assert!(
         r["retries"].as_u64().unwrap_or(0) > 0,
         "{file}: no fault was hit, the test proves nothing: {r}"
     );
-    let table = std::fs::read_to_string(&example)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("table = \"")
-                .map(|t| t.trim_end_matches('"').to_string())
-        })
-        .unwrap_or_default();
-    assert_posts(&db, &table, &api).await;
+    assert_posts(&run.db, &run.table, &api).await;
     assert_eq!(
         api.early_retries(),
         0,

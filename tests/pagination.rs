@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 
-async fn run_example(
+async fn run_kind(
     file: &str,
     posts: u64,
 ) -> (
@@ -16,38 +16,13 @@ async fn run_example(
     String,
 ) {
     let api = mock(posts).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let db = dir.path().join("out.db");
-    let example = root().join("pipelines/examples").join(file);
-    let set = format!("sink.path={}", db.display());
-    let out = ingest(
-        dir.path(),
-        &api.url(),
-        &[
-            "run",
-            example.to_str().unwrap_or(""),
-            "--set",
-            &set,
-            "--progress",
-            "never",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{file}: {out:?}");
-    let text = std::fs::read_to_string(&example).unwrap_or_default();
-    let table = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("table = \"")
-                .map(|t| t.trim_end_matches('"').to_string())
-        })
-        .unwrap_or_default();
-    (api, dir, db, table)
+    let run = run_example(&api, file).await;
+    (api, run.dir, run.db, run.table)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_with_total_fetches_concurrently() {
-    let (api, _dir, db, table) = run_example("page_number.toml", 237).await;
+    let (api, _dir, db, table) = run_kind("page_number.toml", 237).await;
     assert_posts(&db, &table, &api).await;
     // 237 posts in pages of 25: 10 pages, no request past the last one
     let pages: Vec<String> = api
@@ -92,7 +67,7 @@ table = "posts"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_with_total_in_the_body() {
-    let (api, _dir, db, table) = run_example("offset.toml", 95).await;
+    let (api, _dir, db, table) = run_kind("offset.toml", 95).await;
     assert_posts(&db, &table, &api).await;
     // fetched concurrently: any arrival order, each offset once, none past the total
     let mut offsets: Vec<u64> = api
@@ -106,7 +81,7 @@ async fn offset_with_total_in_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_from_the_last_record_and_has_more() {
-    let (api, _dir, db, table) = run_example("cursor_stripe.toml", 47).await;
+    let (api, _dir, db, table) = run_kind("cursor_stripe.toml", 47).await;
     assert_posts(&db, &table, &api).await;
     let after: Vec<Option<String>> = api
         .requests()
@@ -127,21 +102,21 @@ async fn cursor_from_the_last_record_and_has_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_in_the_body_until_empty() {
-    let (api, _dir, db, table) = run_example("cursor_slack.toml", 61).await;
+    let (api, _dir, db, table) = run_kind("cursor_slack.toml", 61).await;
     assert_posts(&db, &table, &api).await;
     assert_eq!(api.requests().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_in_a_header() {
-    let (api, _dir, db, table) = run_example("cursor_header.toml", 50).await;
+    let (api, _dir, db, table) = run_kind("cursor_header.toml", 50).await;
     assert_posts(&db, &table, &api).await;
     assert_eq!(api.requests().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_url_relative_and_absolute() {
-    let (api, _dir, db, table) = run_example("next_url.toml", 44).await;
+    let (api, _dir, db, table) = run_kind("next_url.toml", 44).await;
     assert_posts(&db, &table, &api).await;
     assert_eq!(api.requests().len(), 5);
     // the same walk with absolute next URLs
@@ -167,7 +142,7 @@ async fn next_url_relative_and_absolute() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_header() {
-    let (api, _dir, db, table) = run_example("link_header.toml", 100).await;
+    let (api, _dir, db, table) = run_kind("link_header.toml", 100).await;
     assert_posts(&db, &table, &api).await;
     let pages: Vec<Option<String>> = api.requests().iter().map(|r| r.param("page")).collect();
     assert_eq!(
@@ -178,7 +153,7 @@ async fn link_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_is_one_request() {
-    let (api, _dir, db, table) = run_example("none.toml", 30).await;
+    let (api, _dir, db, table) = run_kind("none.toml", 30).await;
     assert_posts(&db, &table, &api).await;
     assert_eq!(api.requests().len(), 1);
 }

@@ -197,3 +197,50 @@ pub async fn typed_rows(
         })
         .collect()
 }
+
+/// A run of one of `pipelines/examples/` against a mock API, writing into a
+/// database in a temp dir.
+pub struct ExampleRun {
+    /// Keeps the database's directory alive.
+    pub dir: tempfile::TempDir,
+    /// The database file.
+    pub db: PathBuf,
+    /// The example's `sink.table`.
+    pub table: String,
+    /// What the binary printed (the report as JSON on stdout).
+    pub out: Out,
+}
+
+/// Run `pipelines/examples/FILE` against `api` with `--output json`; it must succeed.
+pub async fn run_example(api: &MockApi, file: &str) -> ExampleRun {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("out.db");
+    let example = root().join("pipelines/examples").join(file);
+    let set = format!("sink.path={}", db.display());
+    let args = [
+        "run",
+        example.to_str().unwrap_or(""),
+        "--set",
+        &set,
+        "--progress",
+        "never",
+        "--output",
+        "json",
+    ];
+    let out = ingest(dir.path(), &api.url(), &args).await;
+    assert_eq!(out.code, 0, "{file}: {out:?}");
+    let table = std::fs::read_to_string(&example)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("table = \"")
+                .map(|t| t.trim_end_matches('"').to_string())
+        })
+        .unwrap_or_default();
+    ExampleRun {
+        dir,
+        db,
+        table,
+        out,
+    }
+}
