@@ -1,0 +1,122 @@
+//! The read-only commands: `validate` checks files without the network,
+//! `preview` fetches one page and writes nothing, `show` prints the table.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_names_each_file_and_sends_nothing() {
+    let api = mock(10).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let posts = root().join("pipelines/posts.toml");
+    let comments = root().join("pipelines/comments.toml");
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "validate",
+            posts.to_str().unwrap_or(""),
+            comments.to_str().unwrap_or(""),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("(pipeline `posts`: page_number pagination, 2 transform(s), merge into data/posts.db:posts)"), "{}", out.stdout);
+    assert!(out.stdout.contains("(pipeline `comments`: none pagination, 1 transform(s), merge into data/posts.db:comments)"), "{}", out.stdout);
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_fetches_one_page_and_writes_nothing() {
+    let api = mock(250).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("never.db");
+    let posts = root().join("pipelines/posts.toml");
+    let set = format!("sink.path={}", db.display());
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "preview",
+            posts.to_str().unwrap_or(""),
+            "--set",
+            &set,
+            "--limit",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].contains("/posts?_page=1&_limit=100")
+            && lines[0].contains("(100 records on the first page, 100 after transforms)"),
+        "{}",
+        out.stdout
+    );
+    // two records, after the rename transform
+    let first: serde_json::Value = serde_json::from_str(lines[1]).unwrap_or_default();
+    let post = api.dataset().post(1);
+    assert_eq!(first["user_id"], post["userId"]);
+    assert_eq!(first["title"], post["title"]);
+    assert!(first.get("userId").is_none());
+    assert_eq!(lines[3], "columns:");
+    assert_eq!(
+        &lines[4..9],
+        [
+            "  id integer",
+            "  user_id integer",
+            "  title text",
+            "  body text",
+            "  updated_at timestamp"
+        ]
+    );
+    assert_eq!(api.requests().len(), 1);
+    assert!(!db.exists(), "preview wrote a database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_count_and_rows() {
+    let api = mock(12).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        "[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/posts\"\n\
+         [sink]\nkind = \"sqlite\"\npath = \"s.db\"\ntable = \"posts\"\n",
+    );
+    let p = p.to_str().unwrap_or("");
+    let before = ingest(dir.path(), &api.url(), &["show", p]).await;
+    assert_eq!(before.code, 1, "{before:?}");
+    assert!(
+        before
+            .stderr
+            .contains("s.db: no database yet; `ingest run` creates it"),
+        "{}",
+        before.stderr
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = ingest(dir.path(), &api.url(), &["show", p, "--limit", "2"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(
+        text.stdout
+            .starts_with("p: 12 rows in s.db (table posts)\nuserId | id | title"),
+        "{}",
+        text.stdout
+    );
+    let json = ingest(
+        dir.path(),
+        &api.url(),
+        &["show", p, "--output", "json", "--limit", "3"],
+    )
+    .await;
+    let peek: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap_or_default();
+    assert_eq!(peek["count"], 12);
+    let data = api.dataset();
+    assert_eq!(
+        peek["rows"],
+        serde_json::json!([data.post(1), data.post(2), data.post(3)])
+    );
+}
