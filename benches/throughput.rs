@@ -366,7 +366,7 @@ fn main() {
         "ingest page_number, known total, 10k records",
         small,
         &format!(
-            "1M peak RSS is {:.2}x this (target <= 1.2x)",
+            "the {n}-record peak RSS is {:.2}x this (target <= 1.2x)",
             total.rss as f64 / small.rss.max(1) as f64
         ),
     );
