@@ -164,8 +164,6 @@ pub struct Progress {
     pub records: u64,
     /// Records and pages rejected.
     pub rejects: u64,
-    /// Total records the API announced, when it did (single partition).
-    pub total: Option<u64>,
     /// Pages fetched (committed or not).
     pub fetched_pages: u64,
 }
@@ -349,8 +347,8 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         let opts = opts.clone();
         tokio::spawn(async move {
             let mut progress = Progress::default();
-            while let Some(mut b) = wrx.recv().await {
-                if let Err(e) = commit(&mut sink, &mut b, &mut progress, &metrics, &opts).await {
+            while let Some(b) = wrx.recv().await {
+                if let Err(e) = commit(&mut sink, b, &mut progress, &metrics, &opts).await {
                     return (sink, progress, Err(e));
                 }
             }
@@ -513,7 +511,7 @@ fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, 
 
 async fn commit(
     sink: &mut SqliteSink,
-    batch: &mut Batch,
+    batch: Batch,
     progress: &mut Progress,
     metrics: &Arc<SourceMetrics>,
     opts: &RunOptions,
@@ -521,9 +519,8 @@ async fn commit(
     if !opts.sink_delay.is_zero() {
         tokio::time::sleep(opts.sink_delay).await;
     }
-    let b = std::mem::take(batch);
-    let pages = b.pages;
-    let w = sink.write(b).await?;
+    let pages = batch.pages;
+    let w = sink.write(batch).await?;
     progress.pages += pages;
     progress.records += w.rows;
     progress.rejects += w.rejects;

@@ -195,7 +195,6 @@ pub fn rewrite_kinds(
     let Some(v) = root.get_mut(*first) else {
         return Ok(());
     };
-    let span = v.span();
     let each: Vec<&mut Value<'_>> = match (rest.first(), v.get_mut()) {
         (Some(&"[]"), DeValue::Array(a)) => a.iter_mut().collect(),
         (Some(&"[]"), _) => return Ok(()), // serde reports the wrong type
@@ -218,7 +217,6 @@ pub fn rewrite_kinds(
         let tagged = tag(t, span.clone(), common)?;
         *item = Spanned::new(span, DeValue::Table(tagged));
     }
-    let _ = span;
     Ok(())
 }
 
