@@ -347,11 +347,26 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         let opts = opts.clone();
         tokio::spawn(async move {
             let mut progress = Progress::default();
+            // where the writer's time goes: the first sign of which stage
+            // a run is waiting on (`-v`)
+            let (mut busy, mut idle, mut batches) = (Duration::ZERO, Duration::ZERO, 0u64);
+            let mut mark = std::time::Instant::now();
             while let Some(b) = wrx.recv().await {
+                idle += mark.elapsed();
+                mark = std::time::Instant::now();
+                batches += 1;
                 if let Err(e) = commit(&mut sink, b, &mut progress, &metrics, &opts).await {
                     return (sink, progress, Err(e));
                 }
+                busy += mark.elapsed();
+                mark = std::time::Instant::now();
             }
+            tracing::debug!(
+                batches,
+                busy = format!("{:.3}s", busy.as_secs_f64()),
+                waiting = format!("{:.3}s", idle.as_secs_f64()),
+                "writer done"
+            );
             (sink, progress, Ok(()))
         })
     };

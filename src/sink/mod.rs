@@ -1,6 +1,9 @@
 //! Sinks: where records go. Only SQLite today ([`sqlite`]).
 
+mod bulk;
 pub mod sqlite;
+
+pub use bulk::SqliteError;
 
 use std::sync::Arc;
 
@@ -20,6 +23,16 @@ pub enum SinkError {
         action: String,
         /// The driver's error.
         source: sqlx::Error,
+    },
+    /// SQLite refused a row write (see [`bulk`]).
+    #[error("{path}: {action}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// What was being done.
+        action: String,
+        /// SQLite's code and message.
+        source: SqliteError,
     },
     /// The migrations of ingest's own tables failed.
     #[error("{path}: cannot set up ingest's tables: {source}")]
