@@ -269,6 +269,7 @@ fn row(name: &str, m: Measure, note: &str) {
 }
 
 fn main() {
+    ingest::alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--floor-fetch") => return floor_fetch(&args[1]),

@@ -11,6 +11,7 @@
 //! walk that produced them, so a run killed at any moment resumes without
 //! losing or doubling a row.
 
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -18,11 +18,13 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 // mimalloc: measured half again as fast as the system allocator for
 // parsing pages of JSON (see `make bench`); .cargo/config.toml makes it commit
-// memory on demand, which keeps the peak RSS as low as the system allocator's.
+// memory on demand and `ingest::alloc::tune` return it soon after it is
+// freed, which keeps the peak RSS flat.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    ingest::alloc::tune();
     let cli = Cli::parse();
     init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -166,3 +166,48 @@ async fn transforms_and_declared_columns_end_to_end() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+/// A batch SQLite refuses (here a CHECK constraint the user put on the
+/// table) fails the run with the table, the row count and SQLite's reason;
+/// the batches before it stay, the refused one leaves no row behind, and
+/// once the table accepts the data a rerun resumes and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_whole_and_the_rerun_completes() {
+    let api = mock(75).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // one page of 20 per batch
+    let text =
+        pipeline("append").replace("write = \"append\"", "write = \"append\"\nbatch_size = 20");
+    let p = write(dir.path(), "p.toml", &text);
+    let db = dir.path().join("out.db");
+    exec(
+        &db,
+        r#"CREATE TABLE posts ("userId" INTEGER, "id" INTEGER, "title" TEXT, "body" TEXT, "updatedAt" TEXT, CHECK ("id" <= 30))"#,
+    )
+    .await;
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot write 20 rows into `posts`")
+            && out.stderr.contains("CHECK constraint failed"),
+        "{}",
+        out.stderr
+    );
+    // page 1 committed; page 2 (ids 21..40, some over 30) not one row of it
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 20);
+    assert_eq!(scalar(&db, "SELECT max(id) FROM posts").await, 20);
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM _ingest_runs WHERE status = 'failed' AND error LIKE '%CHECK constraint failed%'").await,
+        1
+    );
+    // the table accepts everything again: the rerun resumes after page 1
+    exec(
+        &db,
+        "CREATE TABLE p2 AS SELECT * FROM posts; DROP TABLE posts; ALTER TABLE p2 RENAME TO posts;",
+    )
+    .await;
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("resum"), "{}", out.stderr);
+    assert_posts(&db, "posts", &api).await;
+}

@@ -1,23 +1,26 @@
-//! Bulk INSERT through SQLite's C API, on the connection sqlx owns.
+//! A batch's transaction through SQLite's C API, on the connection sqlx owns.
 //!
 //! The rows of a batch are the sink's one hot loop. Through sqlx each value
 //! was copied twice (into an `Arc<String>`, then into SQLite with
 //! `SQLITE_TRANSIENT`), each parameter's name was looked up, and each
-//! statement went to sqlx's worker thread and back over a channel; that was
-//! more than half the write time (`make bench`, write-only floor). Here the
-//! writer borrows the connection from sqlx ([`LockedSqliteHandle`]: sqlx's
-//! worker makes no call on it meanwhile), prepares a statement of a few
-//! dozen rows once per batch, binds the values where they lie
-//! (`SQLITE_STATIC`) and steps it. Everything else (DDL, state, rejects,
-//! commit) still goes through sqlx, in the same transaction.
+//! statement (BEGIN, the INSERTs, the state, COMMIT) went to sqlx's worker
+//! thread and back over a channel: more than half the write time (`make
+//! bench`, write-only floor). Here the writer borrows the connection from
+//! sqlx once per batch ([`LockedSqliteHandle`]: sqlx's worker makes no call
+//! on it meanwhile) and runs the whole transaction: multi-row statements of a
+//! few dozen rows, prepared once per batch, with the values bound where they
+//! lie (`SQLITE_STATIC`). Opening, migrations, reads and the end of a run
+//! still go through sqlx.
 //!
 //! All of the crate's `unsafe` is in this module. The invariants it rests on:
-//! - the handle is locked for as long as an [`Insert`] exists (it borrows the
+//! - the handle is locked for as long as a [`Session`] exists (it borrows the
 //!   guard mutably), so no other thread calls into the connection;
-//! - every statement is finalized when the [`Insert`] is dropped;
+//! - every statement is finalized when its session ends ([`Stmt`]'s `Drop`);
 //! - a value bound with `SQLITE_STATIC` is only read by the `sqlite3_step`
-//!   that follows its binding in [`Insert::run`], while the caller's slice
-//!   is borrowed; every parameter is bound again before the next step.
+//!   that follows its binding in `Session::run`, while the caller's slice is
+//!   borrowed; every parameter is bound again before the next step;
+//! - a transaction a session begins is committed or rolled back before it
+//!   returns, so sqlx never finds one open.
 
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
@@ -66,42 +69,33 @@ struct Stmt {
 impl Drop for Stmt {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from sqlite3_prepare_v3 and is finalized once;
-        // the connection is still locked (the Insert that owns this borrows it)
+        // the connection is still locked (the Session that owns this borrows it)
         unsafe {
             ffi::sqlite3_finalize(self.ptr.as_ptr());
         }
     }
 }
 
-/// `INSERT INTO t (…) VALUES (…), (…) [ON CONFLICT …]` for slices of rows,
-/// on a connection locked from sqlx.
-pub(super) struct Insert<'h> {
+/// A connection locked from sqlx, for one batch: statements prepared on
+/// first use and finalized when the session ends.
+pub(super) struct Session<'h> {
     db: NonNull<ffi::sqlite3>,
-    /// `INSERT INTO "t" ("a", "b") ` (up to VALUES)
-    prefix: &'h str,
-    /// the upsert clause, or empty
-    suffix: &'h str,
-    ncols: usize,
-    /// at most two: the full-size statement and the batch's remainder
-    stmts: Vec<Stmt>,
-    /// keeps the lock held for as long as this Insert lives
+    /// statements by their SQL
+    stmts: Vec<(String, Stmt)>,
+    /// multi-row INSERTs by their number of rows (at most two a batch: the
+    /// full size and the remainder)
+    inserts: Vec<Stmt>,
+    /// the lock is held for as long as the session lives
     _lock: std::marker::PhantomData<&'h mut ()>,
 }
 
-impl<'h> Insert<'h> {
-    /// Borrow the locked connection for inserts of `ncols` values per row.
-    pub(super) fn new(
-        handle: &'h mut LockedSqliteHandle<'_>,
-        prefix: &'h str,
-        suffix: &'h str,
-        ncols: usize,
-    ) -> Self {
+impl<'h> Session<'h> {
+    /// Borrow the locked connection.
+    pub(super) fn new(handle: &'h mut LockedSqliteHandle<'_>) -> Self {
         Self {
             db: handle.as_raw_handle(),
-            prefix,
-            suffix,
-            ncols: ncols.max(1),
             stmts: Vec::new(),
+            inserts: Vec::new(),
             _lock: std::marker::PhantomData,
         }
     }
@@ -124,22 +118,7 @@ impl<'h> Insert<'h> {
         }
     }
 
-    /// The statement for `rows` rows, prepared on first use.
-    fn statement(&mut self, rows: usize) -> Result<NonNull<ffi::sqlite3_stmt>, SqliteError> {
-        if let Some(s) = self.stmts.iter().find(|s| s.rows == rows) {
-            return Ok(s.ptr);
-        }
-        let one = format!("({})", vec!["?"; self.ncols].join(", "));
-        let mut sql = String::with_capacity(self.prefix.len() + rows * (one.len() + 2) + 16);
-        sql.push_str(self.prefix);
-        sql.push_str("VALUES ");
-        for i in 0..rows {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&one);
-        }
-        sql.push_str(self.suffix);
+    fn prepare(&self, sql: &str, rows: usize) -> Result<Stmt, SqliteError> {
         let len = c_int::try_from(sql.len()).map_err(|_| SqliteError {
             code: ffi::SQLITE_TOOBIG,
             message: "statement too long".into(),
@@ -152,7 +131,7 @@ impl<'h> Insert<'h> {
                 self.db.as_ptr(),
                 sql.as_ptr().cast::<c_char>(),
                 len,
-                ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                0,
                 &mut raw,
                 std::ptr::null_mut(),
             )
@@ -164,53 +143,272 @@ impl<'h> Insert<'h> {
             code: ffi::SQLITE_MISUSE,
             message: "SQLite prepared an empty statement".into(),
         })?;
-        self.stmts.push(Stmt { ptr, rows });
-        Ok(ptr)
+        Ok(Stmt { ptr, rows })
     }
 
-    /// Insert `values` (whole rows, `ncols` each), in statements of up to
-    /// [`ROWS_PER_STATEMENT`] rows.
-    pub(super) fn run(&mut self, values: &[Sql<'_>]) -> Result<(), SqliteError> {
-        let per = (ROWS_PER_STATEMENT * self.ncols).min(32_766 / self.ncols * self.ncols);
-        for chunk in values.chunks(per.max(self.ncols)) {
-            let stmt = self.statement(chunk.len() / self.ncols)?.as_ptr();
-            for (i, v) in chunk.iter().enumerate() {
-                let n = c_int::try_from(i + 1).unwrap_or(c_int::MAX);
-                // SAFETY: `stmt` is a live statement of this connection with
-                // chunk.len() parameters; text is bound SQLITE_STATIC and
-                // only read by the step below, while `values` is borrowed
-                let rc = unsafe {
-                    match v {
-                        Sql::Null => ffi::sqlite3_bind_null(stmt, n),
-                        Sql::Int(x) => ffi::sqlite3_bind_int64(stmt, n, *x),
-                        Sql::Real(x) => ffi::sqlite3_bind_double(stmt, n, *x),
-                        Sql::Text(s) => ffi::sqlite3_bind_text64(
-                            stmt,
-                            n,
-                            s.as_ptr().cast::<c_char>(),
-                            s.len() as u64,
-                            ffi::SQLITE_STATIC(),
-                            ffi::SQLITE_UTF8 as u8,
-                        ),
-                    }
-                };
-                if rc != ffi::SQLITE_OK {
-                    let e = self.error();
-                    // SAFETY: a live statement of this connection
-                    unsafe { ffi::sqlite3_reset(stmt) };
-                    return Err(e);
+    /// Bind `values` to every parameter of `stmt`, step it to the end and
+    /// reset it.
+    fn run(&self, stmt: NonNull<ffi::sqlite3_stmt>, values: &[Sql<'_>]) -> Result<(), SqliteError> {
+        let stmt = stmt.as_ptr();
+        // SAFETY: a live statement of this connection
+        let want = unsafe { ffi::sqlite3_bind_parameter_count(stmt) };
+        if usize::try_from(want).ok() != Some(values.len()) {
+            return Err(SqliteError {
+                code: ffi::SQLITE_RANGE,
+                message: format!("{} values for {want} parameters", values.len()),
+            });
+        }
+        for (i, v) in values.iter().enumerate() {
+            let n = c_int::try_from(i + 1).unwrap_or(c_int::MAX);
+            // SAFETY: `stmt` is a live statement with values.len()
+            // parameters; text is bound SQLITE_STATIC and only read by the
+            // step below, while `values` is borrowed
+            let rc = unsafe {
+                match v {
+                    Sql::Null => ffi::sqlite3_bind_null(stmt, n),
+                    Sql::Int(x) => ffi::sqlite3_bind_int64(stmt, n, *x),
+                    Sql::Real(x) => ffi::sqlite3_bind_double(stmt, n, *x),
+                    Sql::Text(s) => ffi::sqlite3_bind_text64(
+                        stmt,
+                        n,
+                        s.as_ptr().cast::<c_char>(),
+                        s.len() as u64,
+                        ffi::SQLITE_STATIC(),
+                        ffi::SQLITE_UTF8 as u8,
+                    ),
                 }
-            }
-            // SAFETY: every parameter of `stmt` was bound just above
-            let rc = unsafe { ffi::sqlite3_step(stmt) };
-            let err = (rc != ffi::SQLITE_DONE).then(|| self.error());
-            // SAFETY: a live statement of this connection; reset also
-            // releases what the step held
-            unsafe { ffi::sqlite3_reset(stmt) };
-            if let Some(e) = err {
+            };
+            if rc != ffi::SQLITE_OK {
+                let e = self.error();
+                // SAFETY: a live statement of this connection
+                unsafe { ffi::sqlite3_reset(stmt) };
                 return Err(e);
             }
         }
+        // SAFETY: every parameter of `stmt` was bound just above
+        let rc = unsafe { ffi::sqlite3_step(stmt) };
+        let err = (rc != ffi::SQLITE_DONE).then(|| self.error());
+        // SAFETY: a live statement of this connection; reset releases what
+        // the step held
+        unsafe { ffi::sqlite3_reset(stmt) };
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Run one statement that returns no rows.
+    pub(super) fn exec(&mut self, sql: &str, values: &[Sql<'_>]) -> Result<(), SqliteError> {
+        let stmt = match self.stmts.iter().find(|(s, _)| s == sql) {
+            Some((_, st)) => st.ptr,
+            None => {
+                let st = self.prepare(sql, 0)?;
+                let ptr = st.ptr;
+                self.stmts.push((sql.to_string(), st));
+                ptr
+            }
+        };
+        self.run(stmt, values)
+    }
+
+    /// `prefix VALUES (…), (…) suffix` for `values` (whole rows of `ncols`),
+    /// in statements of up to [`ROWS_PER_STATEMENT`] rows.
+    pub(super) fn insert(
+        &mut self,
+        prefix: &str,
+        suffix: &str,
+        ncols: usize,
+        values: &[Sql<'_>],
+    ) -> Result<(), SqliteError> {
+        let ncols = ncols.max(1);
+        let per = ROWS_PER_STATEMENT.min(32_766 / ncols).max(1) * ncols;
+        for chunk in values.chunks(per) {
+            let rows = chunk.len() / ncols;
+            let stmt = match self.inserts.iter().find(|s| s.rows == rows) {
+                Some(st) => st.ptr,
+                None => {
+                    let one = format!("({})", vec!["?"; ncols].join(", "));
+                    let mut sql = String::with_capacity(
+                        prefix.len() + rows * (one.len() + 2) + suffix.len() + 8,
+                    );
+                    sql.push_str(prefix);
+                    sql.push_str("VALUES ");
+                    for i in 0..rows {
+                        if i > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&one);
+                    }
+                    sql.push_str(suffix);
+                    let st = self.prepare(&sql, rows)?;
+                    let ptr = st.ptr;
+                    self.inserts.push(st);
+                    ptr
+                }
+            };
+            self.run(stmt, chunk)?;
+        }
         Ok(())
+    }
+
+    /// Run `f` in a write transaction (`BEGIN IMMEDIATE`: the write lock is
+    /// taken up front, waiting out the connection's busy timeout), committed
+    /// when `f` succeeds and rolled back otherwise. `f`'s error, or the
+    /// commit's (`cannot commit`), is returned.
+    pub(super) fn transaction<E>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), E>,
+        failed: impl Fn(&'static str, SqliteError) -> E,
+    ) -> Result<(), E> {
+        self.exec("BEGIN IMMEDIATE", &[])
+            .map_err(|e| failed("cannot begin a transaction", e))?;
+        let done = f(self).and_then(|()| {
+            self.exec("COMMIT", &[])
+                .map_err(|e| failed("cannot commit", e))
+        });
+        if done.is_err() {
+            // SAFETY: the connection is open and locked. A failed COMMIT can
+            // leave the transaction open; after a rollback nothing is
+            // (its own failure means there was no transaction left)
+            let in_tx = unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) } == 0;
+            if in_tx {
+                let _ = self.exec("ROLLBACK", &[]);
+            }
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, Row, SqliteConnection};
+
+    async fn conn(dir: &std::path::Path) -> SqliteConnection {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let mut c = SqliteConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("CREATE TABLE t (a, b, c)")
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
+    async fn all(c: &mut SqliteConnection) -> Vec<(String, String, String)> {
+        sqlx::query("SELECT quote(a), quote(b), quote(c) FROM t ORDER BY rowid")
+            .fetch_all(c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_value_kind_and_the_remainder_statement_round_trip() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = conn(dir.path()).await;
+        // 70 rows: two statements of 32 rows and one of 6
+        let n = 70;
+        let mut values = Vec::new();
+        for i in 0..n {
+            values.push(Sql::Int(i));
+            values.push(match i % 4 {
+                0 => Sql::Null,
+                1 => Sql::Real(i as f64 + 0.5),
+                2 => Sql::Text("".into()),
+                _ => Sql::Text(format!("ü{i}\u{0}x").into()),
+            });
+            values.push(Sql::Text(format!("row {i}").into()));
+        }
+        {
+            let mut h = c.lock_handle().await.unwrap_or_else(|e| panic!("{e}"));
+            Session::new(&mut h)
+                .transaction(
+                    |s| s.insert("INSERT INTO t (a, b, c) ", "", 3, &values),
+                    |_, e| e,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let got = all(&mut c).await;
+        assert_eq!(got.len(), n as usize);
+        for (i, (a, b, cc)) in got.iter().enumerate() {
+            assert_eq!(a, &i.to_string());
+            let want = match i % 4 {
+                0 => "NULL".to_string(),
+                1 => format!("{}.5", i),
+                2 => "''".to_string(),
+                // quote() stops at the NUL, but length() below sees it all
+                _ => format!("'ü{i}'"),
+            };
+            assert_eq!(b, &want, "row {i}");
+            assert_eq!(cc, &format!("'row {i}'"));
+        }
+        let len: i64 = sqlx::query("SELECT length(CAST(b AS BLOB)) FROM t WHERE a = 3")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        assert_eq!(len, "ü3\u{0}x".len() as i64);
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_rolls_the_whole_transaction_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = conn(dir.path()).await;
+        sqlx::query("CREATE UNIQUE INDEX u ON t (a)")
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<Sql<'_>> = [1, 2, 3, 2]
+            .iter()
+            .flat_map(|&i| [Sql::Int(i), Sql::Null, Sql::Null])
+            .collect();
+        let err = {
+            let mut h = c.lock_handle().await.unwrap_or_else(|e| panic!("{e}"));
+            let mut s = Session::new(&mut h);
+            let ok = s.transaction(
+                |s| s.insert("INSERT INTO t (a, b, c) ", "", 3, &rows[..6]),
+                |_, e| e,
+            );
+            assert!(ok.is_ok(), "{ok:?}");
+            s.transaction(
+                |s| s.insert("INSERT INTO t (a, b, c) ", "", 3, &rows[6..]),
+                |_, e| e,
+            )
+        };
+        let err = err.err().unwrap_or_else(|| panic!("a duplicate must fail"));
+        assert_eq!(err.code, ffi::SQLITE_CONSTRAINT_UNIQUE, "{err}");
+        assert!(err.message.contains("UNIQUE constraint failed"), "{err}");
+        // the first transaction stays; of the second, nothing; and the
+        // connection is usable by sqlx again (no transaction left open)
+        let got = all(&mut c).await;
+        assert_eq!(
+            got.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        let mut tx = c.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("INSERT INTO t (a) VALUES (9)")
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_number_of_values_is_an_error_not_a_null() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = conn(dir.path()).await;
+        let mut h = c.lock_handle().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut s = Session::new(&mut h);
+        let err = s
+            .exec("INSERT INTO t (a, b) VALUES (?, ?)", &[Sql::Int(1)])
+            .err()
+            .unwrap_or_else(|| panic!("one value for two parameters must fail"));
+        assert_eq!(err.code, ffi::SQLITE_RANGE, "{err}");
+        let err = s
+            .exec("INSERT INTO nope VALUES (1)", &[])
+            .err()
+            .unwrap_or_else(|| panic!("a missing table must fail"));
+        assert!(err.message.contains("no such table: nope"), "{err}");
     }
 }

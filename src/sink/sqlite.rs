@@ -22,7 +22,7 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use super::bulk::{Insert, Sql};
+use super::bulk::{Session, Sql};
 use super::{Batch, Reject, SinkError};
 use crate::config::{ColumnType, SqliteSinkConfig, WriteMode};
 use crate::source::Resume;
@@ -160,7 +160,6 @@ pub async fn open_existing(path: &Path) -> Result<SqliteConnection, SinkError> {
     connect(path).await
 }
 
-
 #[derive(Debug, Clone)]
 struct Column {
     name: String,
@@ -279,7 +278,10 @@ impl SqliteSink {
         )))
         .execute(&mut conn)
         .await
-        .map_err(db_err(&cfg.path.display().to_string(), "cannot set up checkpoints"))?;
+        .map_err(db_err(
+            &cfg.path.display().to_string(),
+            "cannot set up checkpoints",
+        ))?;
         Ok(Self {
             checkpointer: Checkpointer::start(&cfg.path),
             conn,
@@ -582,113 +584,134 @@ impl SqliteSink {
         let ddl = self.ddl(&new_cols);
         let prefix = self.insert_prefix();
         let suffix = self.upsert_suffix();
-
-        let mut tx = self
-            .conn
-            .begin()
-            .await
-            .map_err(db_err(&self.path, "cannot begin a transaction"))?;
-        for sql in ddl {
-            sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(
-                    &self.path,
-                    format!("cannot evolve the table ({sql})"),
-                ))?;
-        }
         if !self.columns.is_empty() {
             self.exists = true;
         }
         let ncols = self.columns.len().max(1);
-        if !rows.is_empty() {
-            let nrows = rows.len() / ncols;
-            let mut handle = tx
-                .lock_handle()
-                .await
-                .map_err(db_err(&self.path, "cannot lock the connection"))?;
-            let (h, p, s, r) = (&mut handle, &prefix, &suffix, &rows);
-            let mut insert = move || Insert::new(h, p, s, ncols).run(r);
-            // a few milliseconds of SQLite per batch: on a multi-threaded
-            // runtime, let the worker's other tasks move to another thread
-            let done = match tokio::runtime::Handle::current().runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(insert),
-                _ => insert(),
-            };
-            done.map_err(|source| SinkError::Sqlite {
-                path: self.path.clone(),
-                action: format!("cannot write {nrows} rows into `{}`", self.table),
-                source,
-            })?;
-        }
+        let written = Written {
+            rows: (rows.len() / ncols) as u64,
+            rejects: rejects.len() as u64,
+        };
+
+        // the batch's other statements, with their values
         let state_sql = format!(
             "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
              ON CONFLICT (pipeline, partition) DO UPDATE SET resume = excluded.resume, done = excluded.done, \
              run_id = excluded.run_id, updated_at = excluded.updated_at"
         );
-        for (partition, resume) in &states {
-            let text = resume
-                .as_ref()
-                .map(|r| serde_json::to_string(r).unwrap_or_default());
-            sqlx::query(AssertSqlSafe(state_sql.clone()))
-                .bind(&self.pipeline)
-                .bind(partition.as_ref())
-                .bind(text)
-                .bind(i64::from(resume.is_none()))
-                .bind(self.run_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.path, "cannot save the resume state"))?;
-        }
         let reject_sql = format!(
             "INSERT INTO _ingest_rejects (run_id, pipeline, partition, url, status, reason, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})"
         );
+        let mark_sql = format!(
+            "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
+             ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at"
+        );
+        let run_sql = "UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?";
+        let text = |s: &str| Sql::Text(s.to_owned().into());
+        let opt_text = |s: Option<String>| s.map_or(Sql::Null, |s| Sql::Text(s.into()));
+        let mut small: Vec<(&str, &str, Vec<Sql<'_>>)> = Vec::new();
+        for (partition, resume) in &states {
+            let done = resume.is_none();
+            let resume = resume
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_default());
+            small.push((
+                "cannot save the resume state",
+                &state_sql,
+                vec![
+                    text(&self.pipeline),
+                    text(partition),
+                    opt_text(resume),
+                    Sql::Int(i64::from(done)),
+                    Sql::Int(self.run_id),
+                ],
+            ));
+        }
         for r in &rejects {
-            sqlx::query(AssertSqlSafe(reject_sql.clone()))
-                .bind(self.run_id)
-                .bind(&self.pipeline)
-                .bind(r.partition.as_ref())
-                .bind(r.url.as_deref())
-                .bind(r.status.map(i64::from))
-                .bind(&r.reason)
-                .bind(r.record.as_ref().map(|v| v.to_string()))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(&self.path, "cannot record a reject"))?;
+            small.push((
+                "cannot record a reject",
+                &reject_sql,
+                vec![
+                    Sql::Int(self.run_id),
+                    text(&self.pipeline),
+                    text(&r.partition),
+                    opt_text(r.url.clone()),
+                    r.status.map_or(Sql::Null, |s| Sql::Int(i64::from(s))),
+                    text(&r.reason),
+                    opt_text(r.record.as_ref().map(|v| v.to_string())),
+                ],
+            ));
         }
         let mut new_pending = None;
         if let (Some(m), Some(c)) = (&self.marks, max_cursor) {
             let pending = crate::source::incremental::max(m.pending.clone(), Some(c));
             if pending != m.pending {
-                let sql = format!(
-                    "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
-                     ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(&self.pipeline)
-                    .bind(&m.cursor_field)
-                    .bind(&pending)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(&self.path, "cannot save the pending mark"))?;
+                small.push((
+                    "cannot save the pending mark",
+                    &mark_sql,
+                    vec![
+                        text(&self.pipeline),
+                        text(&m.cursor_field),
+                        opt_text(pending.clone()),
+                    ],
+                ));
                 new_pending = pending;
             }
         }
-        let written = Written {
-            rows: (rows.len() / ncols) as u64,
-            rejects: rejects.len() as u64,
+        small.push((
+            "cannot update the run",
+            run_sql,
+            vec![
+                Sql::Int(pages as i64),
+                Sql::Int(written.rows as i64),
+                Sql::Int(written.rejects as i64),
+                Sql::Int(self.run_id),
+            ],
+        ));
+
+        // one transaction, on the connection locked from sqlx (see bulk.rs)
+        let (path, table) = (&self.path, &self.table);
+        let failed = |action: String, source| SinkError::Sqlite {
+            path: path.clone(),
+            action,
+            source,
         };
-        sqlx::query("UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?")
-            .bind(pages as i64)
-            .bind(written.rows as i64)
-            .bind(written.rejects as i64)
-            .bind(self.run_id)
-            .execute(&mut *tx)
+        let mut handle = self
+            .conn
+            .lock_handle()
             .await
-            .map_err(db_err(&self.path, "cannot update the run"))?;
-        tx.commit()
-            .await
-            .map_err(db_err(&self.path, "cannot commit"))?;
+            .map_err(db_err(path, "cannot lock the connection"))?;
+        let mut work = || {
+            Session::new(&mut handle).transaction(
+                |s| {
+                    for sql in &ddl {
+                        s.exec(sql, &[])
+                            .map_err(|e| failed(format!("cannot evolve the table ({sql})"), e))?;
+                    }
+                    if written.rows > 0 {
+                        s.insert(&prefix, &suffix, ncols, &rows).map_err(|e| {
+                            failed(
+                                format!("cannot write {} rows into `{table}`", written.rows),
+                                e,
+                            )
+                        })?;
+                    }
+                    for (action, sql, values) in &small {
+                        s.exec(sql, values)
+                            .map_err(|e| failed(action.to_string(), e))?;
+                    }
+                    Ok(())
+                },
+                |action, e| failed(action.to_string(), e),
+            )
+        };
+        // About a millisecond per 1,000 rows, run on this task's worker
+        // thread. `block_in_place` was measured slower (end to end ~2.1 s
+        // against ~1.8 s for 1M rows) and heavier (peak RSS +8 MB): each
+        // call hands the worker to another thread, and every thread keeps
+        // an allocator heap of its own.
+        work()?;
+        drop(handle);
         self.checkpointer.wake.notify_one();
         if let (Some(m), Some(p)) = (self.marks.as_mut(), new_pending) {
             m.pending = Some(p);

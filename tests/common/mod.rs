@@ -113,6 +113,17 @@ pub async fn rows(db: &Path, table: &str, order: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Run SQL statements on a database (creating the file if needed).
+pub async fn exec(db: &Path, sql: &str) {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// One number from a query.
 pub async fn scalar(db: &Path, sql: &str) -> i64 {
     let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
