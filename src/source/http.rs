@@ -352,7 +352,7 @@ impl HttpClient {
                 });
             }
         };
-        let body: Value = serde_json::from_str(text).map_err(|e| {
+        let body: Value = super::json::parse(text).map_err(|e| {
             let ctype = headers
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod incremental;
+pub mod json;
 pub mod paginate;
 pub mod partition;
 pub mod retry;
