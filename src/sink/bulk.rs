@@ -43,6 +43,19 @@ pub(super) enum Sql<'a> {
 /// 500 ~770k; a bigger statement costs more to prepare than it saves.
 pub(super) const ROWS_PER_STATEMENT: usize = 32;
 
+/// Rows per statement for `n` rows, at most `max`: a divisor of `n` near
+/// `max` when there is one, so the batch needs one prepared statement and
+/// not two (a full one and the remainder). Preparing was ~3% of a run's CPU.
+fn statement_rows(n: usize, max: usize) -> usize {
+    if n <= max {
+        return n.max(1);
+    }
+    (max.div_ceil(2)..=max)
+        .rev()
+        .find(|d| n % d == 0)
+        .unwrap_or(max)
+}
+
 /// SQLite's error for one call: its extended code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteError {
@@ -218,7 +231,8 @@ impl<'h> Session<'h> {
         values: &[Sql<'_>],
     ) -> Result<(), SqliteError> {
         let ncols = ncols.max(1);
-        let per = ROWS_PER_STATEMENT.min(32_766 / ncols).max(1) * ncols;
+        let max = ROWS_PER_STATEMENT.min(32_766 / ncols).max(1);
+        let per = statement_rows(values.len() / ncols, max) * ncols;
         for chunk in values.chunks(per) {
             let rows = chunk.len() / ncols;
             let stmt = match self.inserts.iter().find(|s| s.rows == rows) {
@@ -301,6 +315,18 @@ mod tests {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect()
+    }
+
+    #[test]
+    fn statement_sizes_divide_the_batch_when_they_can() {
+        assert_eq!(statement_rows(1000, 32), 25);
+        assert_eq!(statement_rows(100, 32), 25);
+        assert_eq!(statement_rows(20, 32), 20);
+        assert_eq!(statement_rows(0, 32), 1);
+        // 70 = 2 x 35 = 5 x 14: no divisor in 16..=32, so 32 + 32 + 6
+        assert_eq!(statement_rows(70, 32), 32);
+        assert_eq!(statement_rows(997, 32), 32); // a prime
+        assert_eq!(statement_rows(5000, 1), 1);
     }
 
     #[tokio::test]
