@@ -52,7 +52,7 @@ fn statement_rows(n: usize, max: usize) -> usize {
     }
     (max.div_ceil(2)..=max)
         .rev()
-        .find(|d| n % d == 0)
+        .find(|d| n.is_multiple_of(*d))
         .unwrap_or(max)
 }
 
