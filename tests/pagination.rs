@@ -203,3 +203,46 @@ write = "append"
         30
     );
 }
+
+/// Pages of ~650 KB are parsed on the blocking pool (from 256 KiB on); the
+/// table must be the same, and the pages requested exactly the three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_pages_land_exactly() {
+    let api = mock(7000).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        r#"
+[source]
+kind = "http"
+base_url = "${API_BASE}"
+path = "/posts"
+concurrency = 2
+[source.pagination]
+kind = "page_number"
+param = "_page"
+size_param = "_limit"
+size = 3000
+total = "header:X-Total-Count"
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "posts"
+"#,
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+    let mut pages: Vec<String> = api
+        .requests()
+        .iter()
+        .filter_map(|r| r.param("_page"))
+        .collect();
+    pages.sort();
+    assert_eq!(pages, ["1", "2", "3"]);
+    // the pages really are past the threshold
+    let big = serde_json::to_string(&api.dataset().all_posts().take(3000).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(big.len() > 256 * 1024, "{}", big.len());
+}

@@ -335,35 +335,25 @@ impl HttpClient {
             });
         }
         let bytes = read_body(resp, MAX_BODY).await?;
-        // one (SIMD) UTF-8 check of the whole body, then a parse that need not
-        // check every string again (measured: half again as fast as from_slice)
-        let text = match simdutf8::basic::from_utf8(&bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                // the SIMD check says only that it failed; std says where
-                let at = std::str::from_utf8(&bytes)
-                    .err()
-                    .map_or(0, |e| e.valid_up_to());
-                return Err(Attempt::Body {
-                    message: format!(
-                        "the body is not UTF-8 (bad byte at {at}): {}",
-                        excerpt(&bytes)
-                    ),
-                });
-            }
+        let ctype = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type");
+        // a big body takes milliseconds to parse: do it on the blocking pool,
+        // so the async workers keep serving timers, other requests and the
+        // writer meanwhile (a 22 KB page takes ~0.1 ms: not worth a thread hop)
+        let body = if bytes.len() >= BLOCKING_PARSE {
+            let ctype = ctype.to_string();
+            tokio::task::spawn_blocking(move || decode(&bytes, &ctype))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Attempt::Body {
+                        message: format!("the parsing task failed: {e}"),
+                    })
+                })?
+        } else {
+            decode(&bytes, ctype)?
         };
-        let body: Value = super::json::parse(text).map_err(|e| {
-            let ctype = headers
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("no content type");
-            Attempt::Body {
-                message: format!(
-                    "expected a JSON body, got {ctype} that does not parse ({e}): {}",
-                    excerpt(&bytes)
-                ),
-            }
-        })?;
         Ok(Response {
             url: final_url,
             headers,
@@ -392,6 +382,36 @@ fn transport(e: reqwest::Error) -> Attempt {
         src = s.source();
     }
     Attempt::Transport { message, transient }
+}
+
+/// Bodies from this size on are parsed on tokio's blocking pool.
+const BLOCKING_PARSE: usize = 256 * 1024;
+
+/// A body as JSON: one (SIMD) UTF-8 check of the whole body, then a parse
+/// that need not check every string again (measured: half again as fast as
+/// `from_slice`).
+fn decode(bytes: &[u8], ctype: &str) -> Result<Value, Attempt> {
+    let text = match simdutf8::basic::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            // the SIMD check says only that it failed; std says where
+            let at = std::str::from_utf8(bytes)
+                .err()
+                .map_or(0, |e| e.valid_up_to());
+            return Err(Attempt::Body {
+                message: format!(
+                    "the body is not UTF-8 (bad byte at {at}): {}",
+                    excerpt(bytes)
+                ),
+            });
+        }
+    };
+    super::json::parse(text).map_err(|e| Attempt::Body {
+        message: format!(
+            "expected a JSON body, got {ctype} that does not parse ({e}): {}",
+            excerpt(bytes)
+        ),
+    })
 }
 
 /// Read a body, refusing more than `limit` bytes.
