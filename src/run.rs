@@ -351,6 +351,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
             // a run is waiting on (`-v`)
             let (mut busy, mut idle, mut batches) = (Duration::ZERO, Duration::ZERO, 0u64);
             let mut mark = std::time::Instant::now();
+            let mut longest = Duration::ZERO;
             while let Some(b) = wrx.recv().await {
                 idle += mark.elapsed();
                 mark = std::time::Instant::now();
@@ -359,12 +360,14 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                     return (sink, progress, Err(e));
                 }
                 busy += mark.elapsed();
+                longest = longest.max(mark.elapsed());
                 mark = std::time::Instant::now();
             }
             tracing::debug!(
                 batches,
                 busy = format!("{:.3}s", busy.as_secs_f64()),
                 waiting = format!("{:.3}s", idle.as_secs_f64()),
+                longest = format!("{:.1}ms", longest.as_secs_f64() * 1000.0),
                 "writer done"
             );
             (sink, progress, Ok(()))
