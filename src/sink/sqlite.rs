@@ -7,7 +7,9 @@
 //! INSERT/UPSERT statements within SQLite's bound-parameter limit, the resume
 //! state of every partition in the batch, the rejects and the run counters.
 //! A crash loses at most the batch in flight, and the state in the database
-//! always matches the rows in it.
+//! always matches the rows in it. That transaction runs through SQLite's C
+//! API on the connection sqlx owns ([`super::bulk`]); WAL checkpoints run
+//! beside it on a connection of their own ([`Checkpointer`]).
 //!
 //! `write = "replace"` (and any `--full-refresh`) loads a staging table and
 //! swaps it in by rename in the run's last transaction, so a reader never sees
