@@ -2,7 +2,7 @@
 //! file, line, column and key, before any request is sent.
 //!
 //! Loading goes: read → parse (toml's span-carrying tree) → `--set` overrides
-//! → env interpolation → `kind` rewrite ([`tree`]) → serde into the types of
+//! → env interpolation → `kind` rewrite (`tree.rs`) → serde into the types of
 //! this module (`deny_unknown_fields` everywhere) → checks serde cannot do
 //! (URLs, identifiers, what `merge` needs, jq programs).
 

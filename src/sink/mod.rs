@@ -24,7 +24,7 @@ pub enum SinkError {
         /// The driver's error.
         source: sqlx::Error,
     },
-    /// SQLite refused a row write (see [`bulk`]).
+    /// SQLite refused a row write (see `sink/bulk.rs`).
     #[error("{path}: {action}: {source}")]
     Sqlite {
         /// The database file.

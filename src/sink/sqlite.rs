@@ -8,8 +8,8 @@
 //! state of every partition in the batch, the rejects and the run counters.
 //! A crash loses at most the batch in flight, and the state in the database
 //! always matches the rows in it. That transaction runs through SQLite's C
-//! API on the connection sqlx owns ([`super::bulk`]); WAL checkpoints run
-//! beside it on a connection of their own ([`Checkpointer`]).
+//! API on the connection sqlx owns (`sink/bulk.rs`); WAL checkpoints run
+//! beside it on a connection of their own (`Checkpointer`).
 //!
 //! `write = "replace"` (and any `--full-refresh`) loads a staging table and
 //! swaps it in by rename in the run's last transaction, so a reader never sees
