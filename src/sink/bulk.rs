@@ -12,7 +12,8 @@
 //! lie (`SQLITE_STATIC`). Opening, migrations, reads and the end of a run
 //! still go through sqlx.
 //!
-//! All of the crate's `unsafe` is in this module. The invariants it rests on:
+//! All of the crate's `unsafe` is in this module, but for one allocator setting
+//! (`src/alloc.rs`). The invariants it rests on:
 //! - the handle is locked for as long as a [`Session`] exists (it borrows the
 //!   guard mutably), so no other thread calls into the connection;
 //! - every statement is finalized when its session ends ([`Stmt`]'s `Drop`);
