@@ -503,6 +503,11 @@ fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, 
             .reduce(|a, b| crate::source::incremental::max(Some(a), Some(b)).unwrap_or_default());
         batch.max_cursor = crate::source::incremental::max(batch.max_cursor.take(), page_max);
     }
+    batch.origins.push(crate::sink::Origin {
+        first: batch.records.len(),
+        partition: partition.clone(),
+        url: url.clone(),
+    });
     if chain.is_empty() {
         batch.records.extend(records);
     } else {

@@ -118,6 +118,38 @@ async fn thousand(columns: &str, at_least_stored: usize) {
         "only {} stored",
         stored.len()
     );
+    // every reject names the page its record came from
+    for r in &rejects {
+        let record: Value = r
+            .get("record")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        let url = r.get("url").and_then(Value::as_str).unwrap_or("");
+        let page = url::Url::parse(url).ok().and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "page")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        });
+        let Some(page) = page.filter(|_| url.contains("/hostile/records")) else {
+            panic!("a reject without its page's URL: {r}");
+        };
+        // the record's number, where a non-object record still shows it
+        let hid = match &record {
+            Value::Object(m) => m.get("_hid").and_then(Value::as_u64),
+            Value::Number(n) => n.as_u64(),
+            Value::Array(a) => a.first().and_then(Value::as_u64),
+            Value::String(s) => s.rsplit(' ').next().and_then(|n| n.parse().ok()),
+            _ => None,
+        };
+        if let Some(h) = hid {
+            assert_eq!(
+                h / hostile::PER_PAGE + 1,
+                page,
+                "reject of record {h} names {url}"
+            );
+        }
+    }
     // every stored record is exactly what was sent, field by field
     for row in &stored {
         let hid = row.get("_hid").and_then(Value::as_u64).unwrap_or(u64::MAX);

@@ -88,6 +88,28 @@ pub struct Batch {
     pub rejects: Vec<Reject>,
     /// The largest incremental cursor among the batch's records.
     pub max_cursor: Option<String>,
+    /// Where the records came from, page by page, in record order: a record
+    /// the sink rejects is recorded with its page's partition and URL.
+    pub origins: Vec<Origin>,
+}
+
+/// The page a run of a batch's records came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Index in [`Batch::records`] of the page's first record.
+    pub first: usize,
+    /// The page's partition.
+    pub partition: Arc<str>,
+    /// The page's (redacted) URL.
+    pub url: String,
+}
+
+impl Origin {
+    /// The page record `n` of a batch came from, given the batch's origins.
+    pub fn of(origins: &[Origin], n: usize) -> Option<&Origin> {
+        let i = origins.partition_point(|o| o.first <= n);
+        i.checked_sub(1).and_then(|i| origins.get(i))
+    }
 }
 
 impl Batch {
@@ -97,5 +119,27 @@ impl Batch {
             && self.records.is_empty()
             && self.states.is_empty()
             && self.rejects.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_finds_its_page() {
+        let o = |first: usize, url: &str| Origin {
+            first,
+            partition: "p".into(),
+            url: url.into(),
+        };
+        // page a: records 0..3, page b: none, page c: records 3..
+        let origins = [o(0, "a"), o(3, "b"), o(3, "c")];
+        let url = |n| Origin::of(&origins, n).map(|o| o.url.as_str());
+        assert_eq!(url(0), Some("a"));
+        assert_eq!(url(2), Some("a"));
+        assert_eq!(url(3), Some("c"));
+        assert_eq!(url(99), Some("c"));
+        assert_eq!(Origin::of(&[], 0).map(|o| o.first), None);
     }
 }

@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::bulk::{Session, Sql};
-use super::{Batch, Reject, SinkError};
+use super::{Batch, Origin, Reject, SinkError};
 use crate::config::{ColumnType, SqliteSinkConfig, WriteMode};
 use crate::source::Resume;
 use crate::transform::cast;
@@ -532,6 +532,7 @@ impl SqliteSink {
             pages,
             mut rejects,
             max_cursor,
+            origins,
         } = batch;
         // columns this batch brings
         let mut new_cols: Vec<Column> = Vec::new();
@@ -586,7 +587,7 @@ impl SqliteSink {
                 }
             }
         }
-        let rows = self.rows(&records, &mut rejects);
+        let rows = self.rows(&records, &origins, &mut rejects);
         let ddl = self.ddl(&new_cols);
         let prefix = self.insert_prefix();
         let suffix = self.upsert_suffix();
@@ -810,19 +811,27 @@ impl SqliteSink {
     }
 
     /// Records to rows in column order; what cannot be stored is rejected.
-    fn rows<'r>(&self, records: &'r [Value], rejects: &mut Vec<Reject>) -> Vec<Sql<'r>> {
+    fn rows<'r>(
+        &self,
+        records: &'r [Value],
+        origins: &[Origin],
+        rejects: &mut Vec<Reject>,
+    ) -> Vec<Sql<'r>> {
         let ncols = self.columns.len();
         let mut flat: Vec<Sql<'r>> = Vec::with_capacity(records.len() * ncols);
         // stamp[i] == record number: column i already set by this record
         let mut stamp = vec![usize::MAX; ncols];
         let mut prev: Vec<(&'r str, Option<usize>)> = Vec::new();
         'records: for (n, r) in records.iter().enumerate() {
-            let reject = |reason: String| Reject {
-                partition: "".into(),
-                url: None,
-                status: None,
-                reason,
-                record: Some(r.clone()),
+            let reject = |reason: String| {
+                let from = Origin::of(origins, n);
+                Reject {
+                    partition: from.map_or_else(|| "".into(), |o| o.partition.clone()),
+                    url: from.map(|o| o.url.clone()),
+                    status: None,
+                    reason,
+                    record: Some(r.clone()),
+                }
             };
             let Value::Object(m) = r else {
                 rejects.push(reject(format!(
