@@ -20,45 +20,65 @@ async fn run_kind(
     (api, run.dir, run.db, run.table)
 }
 
+/// A `page_number` pipeline over the mock's `/posts` into `out.db`, table
+/// `posts`; `total` reads the total from the `X-Total-Count` header.
+fn page_number(size: u64, concurrency: u32, total: bool) -> String {
+    format!(
+        r#"
+[source]
+kind = "http"
+base_url = "${{API_BASE}}"
+path = "/posts"
+concurrency = {concurrency}
+[source.pagination]
+kind = "page_number"
+param = "_page"
+size_param = "_limit"
+size = {size}
+{total}
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "posts"
+"#,
+        total = if total {
+            "total = \"header:X-Total-Count\""
+        } else {
+            ""
+        }
+    )
+}
+
+/// Run a pipeline text against the mock; it must succeed.
+async fn run_ok(api: &ingest_mock::MockApi, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", text);
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    dir
+}
+
+/// The values the mock received for one query parameter, in arrival order.
+fn seen(api: &ingest_mock::MockApi, param: &str) -> Vec<String> {
+    api.requests()
+        .iter()
+        .filter_map(|r| r.param(param))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_with_total_fetches_concurrently() {
     let (api, _dir, db, table) = run_kind("page_number.toml", 237).await;
     assert_posts(&db, &table, &api).await;
     // 237 posts in pages of 25: 10 pages, no request past the last one
-    let pages: Vec<String> = api
-        .requests()
-        .iter()
-        .filter_map(|r| r.param("_page"))
-        .collect();
+    let pages = seen(&api, "_page");
     assert_eq!(pages.len(), 10, "{pages:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_without_total_stops_at_first_empty_page() {
     let api = mock(103).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = write(
-        dir.path(),
-        "p.toml",
-        r#"
-[source]
-kind = "http"
-base_url = "${API_BASE}"
-path = "/posts"
-concurrency = 4
-[source.pagination]
-kind = "page_number"
-param = "_page"
-size_param = "_limit"
-size = 10
-[sink]
-kind = "sqlite"
-path = "out.db"
-table = "posts"
-"#,
-    );
-    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    let dir = run_ok(&api, &page_number(10, 4, false)).await;
     assert_posts(&dir.path().join("out.db"), "posts", &api).await;
     // pages past the end are fetched speculatively (at most `concurrency`) and discarded
     let n = api.requests().len();
@@ -70,10 +90,9 @@ async fn offset_with_total_in_the_body() {
     let (api, _dir, db, table) = run_kind("offset.toml", 95).await;
     assert_posts(&db, &table, &api).await;
     // fetched concurrently: any arrival order, each offset once, none past the total
-    let mut offsets: Vec<u64> = api
-        .requests()
+    let mut offsets: Vec<u64> = seen(&api, "offset")
         .iter()
-        .filter_map(|r| r.param("offset")?.parse().ok())
+        .filter_map(|o| o.parse().ok())
         .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, [0, 20, 40, 60, 80]);
@@ -209,36 +228,9 @@ write = "append"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_pages_land_exactly() {
     let api = mock(7000).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = write(
-        dir.path(),
-        "p.toml",
-        r#"
-[source]
-kind = "http"
-base_url = "${API_BASE}"
-path = "/posts"
-concurrency = 2
-[source.pagination]
-kind = "page_number"
-param = "_page"
-size_param = "_limit"
-size = 3000
-total = "header:X-Total-Count"
-[sink]
-kind = "sqlite"
-path = "out.db"
-table = "posts"
-"#,
-    );
-    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    let dir = run_ok(&api, &page_number(3000, 2, true)).await;
     assert_posts(&dir.path().join("out.db"), "posts", &api).await;
-    let mut pages: Vec<String> = api
-        .requests()
-        .iter()
-        .filter_map(|r| r.param("_page"))
-        .collect();
+    let mut pages = seen(&api, "_page");
     pages.sort();
     assert_eq!(pages, ["1", "2", "3"]);
     // the pages really are past the threshold
