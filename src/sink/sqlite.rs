@@ -33,6 +33,9 @@ use crate::transform::cast;
 /// Columns a table may grow to (SQLite's limit is 2000); a record that would
 /// add more is rejected instead.
 pub const MAX_COLUMNS: usize = 1000;
+/// How long a connection waits for another writer's lock before it fails
+/// with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// SQL for "now" as RFC 3339 with milliseconds.
 pub const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
@@ -77,7 +80,7 @@ pub async fn connect(path: &Path) -> Result<SqliteConnection, SinkError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(BUSY_TIMEOUT);
     let mut conn = SqliteConnection::connect_with(&opts)
         .await
         .map_err(db_err(&shown, "cannot open the database"))?;
@@ -219,9 +222,10 @@ struct Checkpointer {
 impl Checkpointer {
     fn start(path: &Path) -> Self {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        // the database exists and is in WAL mode already (`connect`)
         let opts = SqliteConnectOptions::new()
             .filename(path)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let task = tokio::spawn({
             let wake = wake.clone();
             async move {
