@@ -1,54 +1,129 @@
 //! Secrets that must never be printed: values interpolated from
 //! `${env:NAME}` and all auth material. Everything that leaves the process
 //! (logs, errors, `_ingest_runs`, JSON output) passes through [`Secrets::redact`].
+//!
+//! A secret is masked in every form it can take on its way back to us: as
+//! written, percent-encoded (upper- or lower-case hex, any subset of its
+//! characters: servers differ in what they escape), form-encoded (`+` for a
+//! space) and JSON-escaped. One regex per set matches all of them at once.
+//! Secrets shorter than [`SHORT`] characters are masked only where they stand
+//! alone (not inside a longer word), so a two-letter key is hidden in
+//! `?key=ab&` but `about` stays readable.
 
 use std::sync::Arc;
+
+use regex::{Regex, RegexBuilder};
 
 /// The replacement text for a secret.
 pub const MASK: &str = "***";
 
+/// Secrets shorter than this (in characters) are masked only as whole tokens.
+pub const SHORT: usize = 3;
+
 /// A set of secret strings, cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(Arc<Vec<String>>);
+pub struct Secrets(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    values: Vec<String>,
+    /// Every form of every secret of [`SHORT`] characters or more.
+    long: Option<Regex>,
+    /// Short secrets, between token boundaries (groups 1 and 3 are kept).
+    short: Option<Regex>,
+}
 
 impl Secrets {
-    /// A set of these secrets (empty strings and very short ones are ignored:
-    /// masking every "a" would make messages unreadable and protect nothing).
+    /// A set of these secrets (empty strings are ignored).
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut v: Vec<String> = values.into_iter().filter(|s| s.len() >= 3).collect();
+        let mut v: Vec<String> = values.into_iter().filter(|s| !s.is_empty()).collect();
         // longest first, so a secret that contains another is masked whole
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));
         v.dedup();
-        // a secret also appears percent-encoded in URLs
-        let encoded: Vec<String> = v
-            .iter()
-            .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
-            .filter(|e| !v.contains(e))
-            .collect();
-        v.extend(encoded);
-        Self(Arc::new(v))
+        let (long, short): (Vec<&String>, Vec<&String>) =
+            v.iter().partition(|s| s.chars().count() >= SHORT);
+        let alternation =
+            |set: &[&String]| set.iter().map(|s| forms(s)).collect::<Vec<_>>().join("|");
+        let build = |pattern: String| {
+            RegexBuilder::new(&pattern)
+                .size_limit(64 << 20)
+                .build()
+                .ok()
+        };
+        let long = (!long.is_empty())
+            .then(|| build(format!("(?:{})", alternation(&long))))
+            .flatten();
+        let short = (!short.is_empty())
+            .then(|| {
+                build(format!(
+                    "(^|[^A-Za-z0-9%])({})($|[^A-Za-z0-9])",
+                    alternation(&short)
+                ))
+            })
+            .flatten();
+        Self(Arc::new(Inner {
+            values: v,
+            long,
+            short,
+        }))
     }
 
     /// Add more secrets.
     pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
-        Self::new(self.0.iter().cloned().chain(more))
+        Self::new(self.0.values.iter().cloned().chain(more))
     }
 
-    /// `text` with every secret replaced by [`MASK`].
+    /// `text` with every secret, in every form, replaced by [`MASK`].
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in self.0.iter() {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), MASK);
-            }
+        let mut out = match &self.0.long {
+            Some(re) => re.replace_all(text, MASK).into_owned(),
+            None => text.to_string(),
+        };
+        if let Some(re) = &self.0.short {
+            out = re
+                .replace_all(&out, format!("${{1}}{MASK}${{3}}"))
+                .into_owned();
         }
         out
     }
 
+    /// Whether `text` holds a secret in any form.
+    pub fn found_in(&self, text: &str) -> bool {
+        self.0.long.as_ref().is_some_and(|re| re.is_match(text))
+            || self.0.short.as_ref().is_some_and(|re| re.is_match(text))
+    }
+
     /// Whether there is nothing to hide.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values.is_empty()
     }
+}
+
+/// A regex matching `secret` as written or with any of its characters
+/// percent-encoded (either hex case), a space as `+`, or JSON-escaped.
+fn forms(secret: &str) -> String {
+    let mut out = String::new();
+    for c in secret.chars() {
+        let mut utf8 = [0u8; 4];
+        let encoded: String = c
+            .encode_utf8(&mut utf8)
+            .bytes()
+            .map(|b| format!("%(?i:{b:02x})"))
+            .collect();
+        let mut alts = vec![regex::escape(c.encode_utf8(&mut [0u8; 4])), encoded];
+        match c {
+            ' ' => alts.push(r"\+".into()),
+            '"' => alts.push(r#"\\""#.into()),
+            '\\' => alts.push(r"\\\\".into()),
+            '/' => alts.push(r"\\/".into()),
+            _ => {}
+        }
+        if c.is_control() {
+            alts.push(regex::escape(&format!("\\u{:04x}", c as u32)));
+        }
+        out.push_str(&format!("(?:{})", alts.join("|")));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -57,12 +132,35 @@ mod tests {
 
     #[test]
     fn masks_plain_and_encoded() {
-        let s = Secrets::new(["s3cr3t token".to_string(), "x".to_string()]);
+        let s = Secrets::new(["s3cr3t token".to_string()]);
         assert_eq!(s.redact("Bearer s3cr3t token"), "Bearer ***");
         assert_eq!(
             s.redact("https://h/?key=s3cr3t+token"),
             "https://h/?key=***"
         );
-        assert_eq!(s.redact("x marks"), "x marks");
+        assert_eq!(s.redact("k=s3cr3t%20token&"), "k=***&");
+    }
+
+    #[test]
+    fn masks_every_encoding_a_server_may_echo() {
+        let s = Secrets::new(["Zq7KpW3mXv9+abc/def==".to_string()]);
+        for echoed in [
+            "Zq7KpW3mXv9+abc/def==",
+            "Zq7KpW3mXv9%2Babc/def%3D%3D",
+            "Zq7KpW3mXv9%2babc%2fdef%3d%3d",
+            "Zq7KpW3mXv9%2Babc%2Fdef%3D%3D",
+            "Zq7KpW3mXv9+abc\\/def==",
+        ] {
+            assert_eq!(s.redact(&format!("bad key {echoed}!")), "bad key ***!");
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_masked_as_tokens() {
+        let s = Secrets::new(["ab".to_string(), "x".to_string()]);
+        assert_eq!(s.redact("https://h/?key=ab&x=1"), "https://h/?key=***&x=1");
+        assert_eq!(s.redact("about x-ray"), "about ***-ray");
+        assert_eq!(s.redact("ab"), "***");
+        assert_eq!(s.redact("taxi tab"), "taxi tab");
     }
 }

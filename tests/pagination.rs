@@ -217,10 +217,18 @@ write = "append"
     );
     assert_eq!(api.requests().len(), 3);
     // what came before the loop is committed, once
+    let db = dir.path().join("out.db");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 30);
+    // the walk is saved as ended: a rerun does not go around the loop again
+    // and append the same pages (it did: 30 -> 50 -> 70 ...)
     assert_eq!(
-        scalar(&dir.path().join("out.db"), "SELECT count(*) FROM posts").await,
-        30
+        scalar(&db, "SELECT count(*) FROM _ingest_state WHERE done = 1").await,
+        1
     );
+    let again = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 30);
+    assert_eq!(api.requests().len(), 3, "the rerun fetched again");
 }
 
 /// Pages of ~650 KB are parsed on the blocking pool (from 256 KiB on); the

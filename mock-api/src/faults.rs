@@ -38,6 +38,20 @@ pub struct Faults {
     pub repeat_boundary: bool,
     /// URLs containing any of these strings always get a 500.
     pub broken: Vec<String>,
+    /// Which rate-limit headers `max_rps` sends.
+    pub rate_style: RateStyle,
+}
+
+/// The rate-limit headers the mock sends with `max_rps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RateStyle {
+    /// `X-RateLimit-*` and `RateLimit-*`.
+    #[default]
+    Both,
+    /// Only `X-RateLimit-*`.
+    Prefixed,
+    /// Only the IETF draft's `RateLimit-*`.
+    Ietf,
 }
 
 impl Faults {

@@ -26,6 +26,7 @@
 // Handlers return an HTTP response as their error; its size does not matter here.
 #![allow(clippy::result_large_err)]
 
+pub mod canned;
 pub mod data;
 pub mod faults;
 pub mod hostile;
@@ -44,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+pub use canned::Canned;
 pub use data::Dataset;
 pub use faults::Faults;
 
@@ -104,7 +106,7 @@ impl Logged {
 /// Requests kept in the log at most; the counter goes on past it.
 const LOG_CAP: usize = 200_000;
 
-struct Shared {
+pub(crate) struct Shared {
     data: RwLock<Dataset>,
     base: String,
     delay_ms: AtomicU64,
@@ -128,6 +130,11 @@ struct Shared {
     /// Each post's JSON, made once (benchmarks serve a million of them);
     /// replaced whole when the data set changes.
     cache: RwLock<Arc<Vec<OnceLock<Box<str>>>>>,
+    /// Canned responses (`canned.rs`).
+    canned: Mutex<canned::Script>,
+    /// Requests being handled now, and the most at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 fn empty_cache(posts: u64) -> Arc<Vec<OnceLock<Box<str>>>> {
@@ -164,6 +171,9 @@ impl MockApi {
             window: Mutex::new(VecDeque::new()),
             rate_limited: AtomicU64::new(0),
             cache: RwLock::new(empty_cache(cfg.posts)),
+            canned: Mutex::new(HashMap::new()),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
         });
         let app = router(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -266,6 +276,26 @@ impl MockApi {
         best
     }
 
+    /// Serve these responses, in order, at `path` (`/edge/x`, or with a
+    /// query: `/edge/x?page=2`); the last one repeats.
+    pub fn can(&self, path: &str, responses: Vec<Canned>) {
+        self.shared
+            .canned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_string(), responses.into());
+    }
+
+    /// The most requests that were being handled at once so far.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forget the peak of requests in flight.
+    pub fn reset_peak_in_flight(&self) {
+        self.shared.peak_in_flight.store(0, Ordering::SeqCst);
+    }
+
     /// Delay every response by this much from now on.
     pub fn set_delay(&self, d: Duration) {
         self.shared
@@ -282,7 +312,7 @@ impl Drop for MockApi {
     }
 }
 
-type S = Arc<Shared>;
+pub(crate) type S = Arc<Shared>;
 type Params = Query<HashMap<String, String>>;
 
 fn router(shared: S) -> Router {
@@ -300,13 +330,23 @@ fn router(shared: S) -> Router {
         .route("/hostile/records", get(hostile_records))
         .route("/hostile/html", get(hostile_html))
         .route("/hostile/envelope", get(hostile_envelope))
+        .fallback(canned::serve)
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
 
+/// Counts the requests in flight around [`handle`].
+async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
+    let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    s.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+    let resp = handle(s.clone(), req, next).await;
+    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    resp
+}
+
 /// Logs each request, applies the faults and the delay, counts served
 /// responses.
-async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
+async fn handle(s: S, req: Request, next: Next) -> Response {
     let now = Instant::now();
     let key = match req.uri().query() {
         Some(q) => format!("{}?{q}", req.uri().path()),
@@ -361,7 +401,7 @@ async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
             s.rate_limited.fetch_add(1, Ordering::SeqCst);
             note_retry_after(&s, &key, now + Duration::from_secs(reset));
             let mut r = too_many(reset, false);
-            rate_headers(&mut r, 0, reset);
+            rate_headers(&mut r, 0, reset, faults.rate_style);
             return r;
         }
         w.push_back(now);
@@ -443,7 +483,7 @@ async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
         };
     }
     if let Some(r) = remaining {
-        rate_headers(&mut resp, r, 1);
+        rate_headers(&mut resp, r, 1, faults.rate_style);
     }
     s.served.fetch_add(1, Ordering::SeqCst);
     resp
@@ -467,11 +507,19 @@ fn too_many(secs: u64, as_date: bool) -> Response {
     r
 }
 
-fn rate_headers(r: &mut Response, remaining: usize, reset_secs: u64) {
-    r.headers_mut()
-        .insert("x-ratelimit-remaining", header(&remaining.to_string()));
-    r.headers_mut()
-        .insert("x-ratelimit-reset", header(&reset_secs.to_string()));
+/// Both the `X-RateLimit-*` headers (GitHub and most APIs) and the IETF
+/// draft's unprefixed `RateLimit-*`, unless the faults ask for one style.
+fn rate_headers(r: &mut Response, remaining: usize, reset_secs: u64, style: faults::RateStyle) {
+    let (remaining, reset) = (remaining.to_string(), reset_secs.to_string());
+    let h = r.headers_mut();
+    if style != faults::RateStyle::Ietf {
+        h.insert("x-ratelimit-remaining", header(&remaining));
+        h.insert("x-ratelimit-reset", header(&reset));
+    }
+    if style != faults::RateStyle::Prefixed {
+        h.insert("ratelimit-remaining", header(&remaining));
+        h.insert("ratelimit-reset", header(&reset));
+    }
 }
 
 fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Response> {

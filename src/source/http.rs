@@ -38,6 +38,13 @@ pub struct Response {
 /// A source's client.
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// Headers that carry credentials (auth, and configured headers whose
+    /// value holds a secret): sent only to `base_url`'s origin.
+    credentials: HeaderMap,
+    /// `base_url`'s scheme, host and port.
+    origin: url::Origin,
+    /// Set once a request went to another origin (warned about once).
+    warned_origin: std::sync::atomic::AtomicBool,
     method: reqwest::Method,
     retry: RetryConfig,
     secrets: Secrets,
@@ -94,12 +101,19 @@ impl HttpClient {
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, HttpError> {
         let mut headers = HeaderMap::new();
+        let mut credentials = HeaderMap::new();
         for (k, v) in &cfg.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
-            let value = HeaderValue::from_str(v)
+            let mut value = HeaderValue::from_str(v)
                 .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
-            headers.insert(name, value);
+            // a header whose value came from `${env:...}` is a credential
+            if secrets.found_in(v) {
+                value.set_sensitive(true);
+                credentials.insert(name, value);
+            } else {
+                headers.insert(name, value);
+            }
         }
         if !headers.contains_key(reqwest::header::USER_AGENT) {
             headers.insert(
@@ -141,10 +155,17 @@ impl HttpClient {
                 HttpError::Client("the auth credential is not valid header text".into())
             })?;
             value.set_sensitive(true);
-            headers.insert(name, value);
+            credentials.insert(name, value);
         }
+        let origin = Url::parse(&cfg.base_url)
+            .map_err(|e| HttpError::Client(format!("base_url is not a URL: {e}")))?
+            .origin();
+        // redirects are followed by `attempt`, which decides per hop whether
+        // the credentials go along; no Referer ever (it may carry a query key)
         let inner = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(cfg.concurrency.max(1))
@@ -153,6 +174,9 @@ impl HttpClient {
             .map_err(|e| HttpError::Client(e.without_url().to_string()))?;
         Ok(Self {
             inner,
+            credentials,
+            origin,
+            warned_origin: std::sync::atomic::AtomicBool::new(false),
             method: match cfg.method {
                 Method::Get => reqwest::Method::GET,
                 Method::Post => reqwest::Method::POST,
@@ -249,10 +273,15 @@ impl HttpClient {
     /// GET/POST `url` (with `body` for POST), retrying per `[source.retry]`.
     pub async fn fetch(&self, url: &Url, body: Option<&Value>) -> Result<Response, HttpError> {
         let mut url = url.clone();
-        if let Some((k, v)) = &self.api_key_query
-            && !url.query_pairs().any(|(name, _)| name == k.as_str())
-        {
-            url.query_pairs_mut().append_pair(k, v);
+        if let Some((k, v)) = &self.api_key_query {
+            if self.trusted(&url) {
+                if !url.query_pairs().any(|(name, _)| name == k.as_str()) {
+                    url.query_pairs_mut().append_pair(k, v);
+                }
+            } else {
+                // a link to another origin that carries our key: not sent
+                remove_param(&mut url, k);
+            }
         }
         let shown = self.show(&url);
         let (result, attempts) = retry::with_retries(
@@ -312,20 +341,12 @@ impl HttpClient {
                 transient: false,
             })?;
         self.pace().await;
-        let mut req = self.inner.request(self.method.clone(), url.clone());
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(transport)?;
+        let (resp, final_url) = self.send(url, body).await?;
         let status = resp.status();
-        let final_url = resp.url().clone();
         let headers = resp.headers().clone();
         self.observe_limits(&headers);
         if !status.is_success() {
-            let retry_after = headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+            let retry_after = retry::retry_after(&headers, SystemTime::now());
             let bytes = read_body(resp, 4096).await.unwrap_or_default();
             return Err(Attempt::Status {
                 status: status.as_u16(),
@@ -359,6 +380,94 @@ impl HttpClient {
             headers,
             body,
         })
+    }
+}
+
+/// Redirects followed per request, at most (browsers and curl use 20 and 50;
+/// an API needs one or two).
+const MAX_REDIRECTS: usize = 10;
+
+impl HttpClient {
+    /// Whether `url` is on `base_url`'s origin (scheme, host and port), the
+    /// only one that gets the source's credentials.
+    fn trusted(&self, url: &Url) -> bool {
+        url.origin() == self.origin
+    }
+
+    /// Send one request and follow redirects by hand: a hop to another
+    /// origin goes without the credentials (auth, secret headers, the query
+    /// key), and no hop sends a Referer. Returns the response and its URL.
+    async fn send(
+        &self,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::Response, Url), Attempt> {
+        let mut url = url.clone();
+        let mut method = self.method.clone();
+        let mut body = body;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.inner.request(method.clone(), url.clone());
+            if self.trusted(&url) {
+                req = req.headers(self.credentials.clone());
+            } else if !self.warned_origin.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    url = %self.show(&url),
+                    "a request goes to another origin than base_url: it is sent without the source's credentials"
+                );
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(transport)?;
+            let status = resp.status();
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let (true, Some(location)) = (status.is_redirection(), location) else {
+                return Ok((resp, url));
+            };
+            let mut next = url.join(&location).map_err(|e| Attempt::Transport {
+                message: format!(
+                    "HTTP {status} redirects to `{}`, which is not a URL: {e}",
+                    self.redact(&location)
+                ),
+                transient: false,
+            })?;
+            if let Some((k, _)) = &self.api_key_query
+                && !self.trusted(&next)
+            {
+                remove_param(&mut next, k);
+            }
+            // 301/302/303 turn a POST into a GET without a body, as browsers do
+            if matches!(status.as_u16(), 301..=303) && method == reqwest::Method::POST {
+                method = reqwest::Method::GET;
+                body = None;
+            }
+            url = next;
+        }
+        Err(Attempt::Transport {
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+            transient: false,
+        })
+    }
+}
+
+/// Remove a query parameter from a URL.
+fn remove_param(url: &mut Url, name: &str) {
+    if !url.query_pairs().any(|(k, _)| k == name) {
+        return;
+    }
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
     }
 }
 

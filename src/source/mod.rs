@@ -264,14 +264,20 @@ impl Source {
             let mut failures = 0u32;
             // sequential phase: every kind's first page, and all of a
             // non-addressable walk
+            // what the loop guard remembers of a position: its cursor or URL
+            let loop_key = |pos: &Position| -> Option<(&'static str, String)> {
+                match pos {
+                    Position::Cursor(c) => Some(("cursor", c.clone())),
+                    Position::Start | Position::Url(_) => pag
+                        .request(&base, body.as_ref(), pos)
+                        .ok()
+                        .map(|(u, _)| ("URL", u.to_string())),
+                    _ => None,
+                }
+            };
             loop {
                 let (url, req_body) = pag.request(&base, body.as_ref(), &pos).map_err(HttpError::Client)?;
-                let key = match &pos {
-                    Position::Cursor(c) => Some(("cursor", c.clone())),
-                    Position::Start | Position::Url(_) => Some(("URL", url.to_string())),
-                    _ => None,
-                };
-                if let Some((what, value)) = key && !seen.insert(value.clone()) {
+                if let Some((what, value)) = loop_key(&pos) && !seen.insert(value.clone()) {
                     Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
                 }
                 let resp = match this.client.fetch(&url, req_body.as_ref()).await {
@@ -307,8 +313,26 @@ impl Source {
                     }
                     Err(e) => Err(e)?,
                 };
+                // a next position this walk already fetched: the page is
+                // committed as the walk's last, so the state left behind
+                // never sends a rerun around the loop again (doubling rows)
+                let looped = match next.as_ref().filter(|_| page.resume.is_some()).and_then(&loop_key) {
+                    Some((what, value)) if seen.contains(&value) => Some(HttpError::Loop {
+                        url: page.url.clone(),
+                        what,
+                        value: this.client.redact(&value),
+                    }),
+                    _ => None,
+                };
+                let mut page = page;
+                if looped.is_some() {
+                    page.resume = None;
+                }
                 let stop = page.resume.is_none();
                 yield page;
+                if let Some(e) = looped {
+                    Err(e)?;
+                }
                 let Some(next) = next.filter(|_| !stop) else { return; };
                 pos = next;
                 if pag.addressable() && this.cfg.concurrency > 1 {

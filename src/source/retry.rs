@@ -66,15 +66,34 @@ where
     (result, attempts)
 }
 
-/// Parse a `Retry-After` value: delta-seconds or an HTTP date. Zero and dates
-/// in the past are no hint.
+/// The server's wait hint from a response's headers: `retry-after-ms`
+/// (milliseconds, the OpenAI/Azure style) first, then `Retry-After`.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = get("retry-after-ms").and_then(|v| seconds(v, 1e-3)) {
+        return Some(ms);
+    }
+    get("retry-after").and_then(|v| parse_retry_after(v, now))
+}
+
+/// Parse a `Retry-After` value: delta-seconds (fractions too: `0.5`, which
+/// some APIs send) or an HTTP date. Zero and dates in the past are no hint.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return (secs > 0).then(|| Duration::from_secs(secs));
+    if v.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return seconds(v, 1.0);
     }
     let when = httpdate::parse_http_date(v).ok()?;
     when.duration_since(now).ok().filter(|d| !d.is_zero())
+}
+
+/// A non-negative decimal number of `unit` seconds, as a delay; none for
+/// zero, negatives and what does not parse. Capped at a day (the caller caps
+/// again at `max_delay`).
+fn seconds(v: &str, unit: f64) -> Option<Duration> {
+    let n: f64 = v.trim().parse().ok()?;
+    let secs = n * unit;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 #[cfg(test)]
@@ -182,5 +201,20 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
         assert_eq!(parse_retry_after(&past, now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("0.5", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "retry-after",
+            reqwest::header::HeaderValue::from_static("7"),
+        );
+        h.insert(
+            "retry-after-ms",
+            reqwest::header::HeaderValue::from_static("250"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(250)));
     }
 }
