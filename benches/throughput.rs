@@ -230,6 +230,7 @@ fn floor_write(n: u64, dir: &str) {
                 records: id - 1,
                 page_size: Some(PAGE),
                 total: Some(n),
+                depends: None,
             };
             let batch = Batch {
                 records,

@@ -235,17 +235,28 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let chain = Chain::build(&p.transforms)
         .map_err(|(i, k, m)| usage(p, format!("transform[{i}].{k}: {m}")))?;
     let mut source = Source::new(&p.source, p.secrets.clone())?;
-    // an expired resume point can be walked again from the start only where
-    // records are upserted; elsewhere that would double them
-    source.restart_expired(p.sink.write == WriteMode::Merge && !opts.full_refresh);
     let metrics = source.metrics();
 
     // one run per pipeline and database at a time (cron overlapping itself)
     let _lock = lock_pipeline(&p.sink.path, &p.name)?;
     let mut sink = SqliteSink::open(&p.sink, &p.name).await?;
 
+    // a --full-refresh that was interrupted is finished by the next run,
+    // into the same staging table, whatever that run's flags
+    let continued = !opts.full_refresh && sink.pending_refresh().await?.is_some();
+    if continued {
+        tracing::warn!(
+            "finishing the interrupted --full-refresh: loading into the staging table, swapped in at the end"
+        );
+    }
+    let refresh = opts.full_refresh || continued;
+    // a partition can be walked again from the start only where records
+    // are upserted into the live table; elsewhere that would double them
+    let restartable = p.sink.write == WriteMode::Merge && !refresh;
+    source.restart_expired(restartable);
+
     let mut saved = if opts.full_refresh {
-        sink.clear_state().await?;
+        sink.start_refresh().await?;
         IndexMap::new()
     } else {
         sink.load_state().await?
@@ -257,7 +268,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let mut extra: Vec<(String, String)> = Vec::new();
     if let Some(inc) = incremental {
         let marks = sink.load_marks(&inc.cursor_field.to_string()).await?;
-        let from = match (&opts.window.since, opts.full_refresh) {
+        let from = match (&opts.window.since, refresh) {
             (Some(since), _) => since.clone(),
             (None, false) if marks.value.is_some() => {
                 let mark = marks.value.clone().unwrap_or_default();
@@ -285,11 +296,30 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     };
     let mut walks: Vec<(Partition, Option<Resume>)> = Vec::new();
     let mut resumed = 0;
+    let mut mismatched: Vec<String> = Vec::new();
     for mut part in partitions {
         part.params.extend(extra.iter().cloned());
         match saved.shift_remove(part.key.as_ref()) {
             Some(None) => {
                 tracing::info!(partition = %part.key, "already complete in the interrupted run; skipping")
+            }
+            Some(Some(r))
+                if r.depends
+                    .as_ref()
+                    .is_some_and(|d| *d != source.depends(&part)) =>
+            {
+                let what = crate::source::changed(
+                    r.depends.as_deref().unwrap_or_default(),
+                    &source.depends(&part),
+                )
+                .join(", ");
+                if restartable {
+                    tracing::warn!(partition = %part.key, changed = %what,
+                        "the saved resume point was made with other settings; walking this partition again from the start (merge mode upserts, so nothing is doubled)");
+                    walks.push((part, None));
+                } else {
+                    mismatched.push(format!("{} ({what})", shown_key(&part.key)));
+                }
             }
             Some(Some(r)) => {
                 tracing::info!(
@@ -303,7 +333,39 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
             None => walks.push((part, None)),
         }
     }
-    let run_id = sink.begin_run(opts.full_refresh, fresh).await?;
+    // partitions the interrupted run had and this one does not (another
+    // range, step or window): their rows are in the table already
+    let defined = matches!(
+        p.source.partition,
+        Some(PartitionConfig::List(_) | PartitionConfig::Range(_) | PartitionConfig::Dates(_))
+    );
+    if defined && !restartable {
+        mismatched.extend(
+            saved
+                .keys()
+                .map(|k| format!("{} (no longer in the partition definition)", shown_key(k))),
+        );
+    }
+    if !mismatched.is_empty() {
+        mismatched.truncate(5);
+        return Err(usage(
+            p,
+            format!(
+                "the interrupted run saved resume points under other settings: {}. \
+                 Resuming them would lose or double rows in `{}` mode{}. Run with --full-refresh \
+                 to reload the table, or `ingest state reset` to forget the saved points \
+                 (the next run then starts over and may store rows again)",
+                mismatched.join("; "),
+                p.sink.write.name(),
+                if refresh {
+                    " with a staged refresh"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let run_id = sink.begin_run(refresh, fresh).await?;
     tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = walks.len(), resumed, "run started");
 
     // producer: walk the partitions, `concurrency` of them at a time (the
@@ -465,6 +527,14 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         (Some(e), _) => Err(e),
         (None, Some((name, code))) => Err(Error::Interrupted { name, code }),
         (None, None) => Ok(report),
+    }
+}
+
+fn shown_key(key: &str) -> String {
+    if key.is_empty() {
+        "the walk".into()
+    } else {
+        format!("partition `{key}`")
     }
 }
 

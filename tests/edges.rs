@@ -253,3 +253,234 @@ async fn basic_auth_and_short_keys_are_masked() {
     .await;
     assert!(!all.contains("k=q7"), "a two-character key leaked: {all}");
 }
+
+/// A page-number walk of `/posts`, 10 a page, one page at a time.
+fn posts_pipeline(write_mode: &str) -> String {
+    let pk = if write_mode == "merge" {
+        "primary_key = [\"id\"]"
+    } else {
+        ""
+    };
+    format!(
+        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\nconcurrency = 1\n\
+         [source.retry]\nmax_attempts = 1\n\
+         [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\n\
+         [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"{write_mode}\"\nbatch_size = 20\n{pk}\n"
+    )
+}
+
+/// Run `args` on the pipeline in `dir` while page 8 of `/posts` fails for
+/// good: the run fails with pages 1-7 (70 records) committed.
+async fn fail_at_page_8(api: &MockApi, dir: &std::path::Path, args: &[&str]) {
+    api.set_faults(ingest_mock::Faults {
+        broken: vec!["_page=8&".into()],
+        ..Default::default()
+    });
+    let p = dir.join("p.toml");
+    let mut all = vec!["run", p.to_str().unwrap_or(""), "-q"];
+    all.extend_from_slice(args);
+    let out = ingest(dir, &api.url(), &all).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    api.set_faults(ingest_mock::Faults::default());
+    let db = dir.join("out.db");
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM _ingest_state").await,
+        1,
+        "the failed run saved no resume point"
+    );
+}
+
+#[tokio::test]
+async fn resuming_with_another_page_size_is_refused_in_append_mode() {
+    let api = mock(200).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", &posts_pipeline("append"));
+    fail_at_page_8(&api, dir.path(), &[]).await;
+    let db = dir.path().join("out.db");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 70);
+    api.clear_requests();
+    for size in ["20", "5"] {
+        let set = format!("source.pagination.size={size}");
+        let out = ingest(
+            dir.path(),
+            &api.url(),
+            &["run", p.to_str().unwrap_or(""), "--set", &set],
+        )
+        .await;
+        assert_eq!(out.code, 2, "size {size}: {out:?}");
+        assert!(out.stderr.contains("--full-refresh"), "{}", out.stderr);
+        assert!(out.stderr.contains("ingest state reset"), "{}", out.stderr);
+        assert!(out.stderr.contains("pagination"), "{}", out.stderr);
+    }
+    assert!(api.requests().is_empty(), "a refused run sent requests");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 70);
+    // the same settings resume exactly
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&db, "posts", &api).await;
+}
+
+#[tokio::test]
+async fn resuming_with_another_page_size_starts_over_in_merge_mode() {
+    let api = mock(200).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", &posts_pipeline("merge"));
+    fail_at_page_8(&api, dir.path(), &[]).await;
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "run",
+            p.to_str().unwrap_or(""),
+            "--set",
+            "source.pagination.size=20",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("other settings"), "{}", out.stderr);
+    // with the old page 8 of size 20, records 71-140 were never fetched
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_full_refresh_is_finished_by_the_next_plain_run() {
+    let api = mock(200).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", &posts_pipeline("merge"));
+    let db = dir.path().join("out.db");
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 200);
+    // upstream deletes 50 posts; the refresh that would drop them fails midway
+    api.update(|d| d.posts = 150);
+    fail_at_page_8(&api, dir.path(), &["--full-refresh"]).await;
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM _ingest_staging__posts").await,
+        70
+    );
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 200);
+    // a plain run, as the tool advises: it finishes the refresh
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("--full-refresh"), "{}", out.stderr);
+    assert_posts(&db, "posts", &api).await;
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '_ingest_staging%'"
+        )
+        .await,
+        0,
+        "the staging table was left behind"
+    );
+    assert_eq!(scalar(&db, "SELECT count(*) FROM _ingest_refresh").await, 0);
+    // and the pages were not fetched twice: the rerun resumed at page 8
+    assert_eq!(
+        api.requests()
+            .iter()
+            .filter(|r| r.param("_page").as_deref() == Some("1"))
+            .count(),
+        2
+    );
+}
+
+/// Run a next-URL walk over canned pages (one batch each) into `t`.
+async fn land(pages: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let api = mock(0).await;
+    for (i, body) in pages.iter().enumerate() {
+        let next = if i + 1 < pages.len() {
+            format!("\"/edge/v{}\"", i + 1)
+        } else {
+            "null".into()
+        };
+        api.can(
+            &format!("/edge/v{i}"),
+            vec![Canned::json(format!(
+                "{{\"data\": {body}, \"next\": {next}}}"
+            ))],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &edge_pipeline("/edge/v0", "", NEXT, "batch_size = 1"),
+    );
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["run", p.to_str().unwrap_or(""), "-q"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let db = dir.path().join("out.db");
+    (dir, db)
+}
+
+#[tokio::test]
+async fn integers_past_64_bits_are_stored_exactly() {
+    let (_dir, db) = land(&[r#"[
+        {"id": 1, "big": 123456789012345678901234567890, "neg": -9223372036854775809, "max": 9223372036854775807},
+        {"id": 2, "big": 5, "neg": -1, "max": -9223372036854775808}
+    ]"#])
+    .await;
+    let got = typed_rows(&db, "t", "id").await;
+    assert_eq!(got[0]["big"], json!("123456789012345678901234567890"));
+    assert_eq!(got[0]["neg"], json!("-9223372036854775809"));
+    assert_eq!(got[0]["max"], json!(9223372036854775807i64));
+    assert_eq!(got[1]["big"], json!("5"));
+    assert_eq!(got[1]["max"], json!(i64::MIN));
+}
+
+#[tokio::test]
+async fn a_first_batch_of_mixed_values_gets_a_column_that_keeps_them_as_sent() {
+    let (_dir, db) = land(&[r#"[
+        {"id": 1, "zip": 12345, "code": "007", "amount": 1},
+        {"id": 2, "zip": "01234", "code": " 42 ", "amount": 2.5}
+    ]"#])
+    .await;
+    let cols = columns(&db, "t").await;
+    let ty = |c: &str| cols.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone());
+    assert_eq!(ty("zip").as_deref(), Some("TEXT"));
+    assert_eq!(ty("code").as_deref(), Some("TEXT"));
+    assert_eq!(ty("amount").as_deref(), Some("REAL"));
+    let got = typed_rows(&db, "t", "id").await;
+    assert_eq!(got[0]["zip"], json!("12345"));
+    assert_eq!(got[1]["zip"], json!("01234"));
+    assert_eq!(got[0]["code"], json!("007"));
+    assert_eq!(got[1]["code"], json!(" 42 "));
+    assert_eq!(got[1]["amount"], json!(2.5));
+}
+
+#[tokio::test]
+async fn values_sqlite_would_reformat_are_rejected_with_the_reason() {
+    let (_dir, db) = land(&[
+        r#"[{"id": 1, "n": 1, "f": 1.5}]"#,
+        r#"[{"id": 2, "n": "007"}, {"id": 3, "n": 2.0}, {"id": 4, "n": "1e3"},
+            {"id": 5, "n": "abc"}, {"id": 6, "n": 123456789012345678901234567890},
+            {"id": 7, "f": " 42 "}, {"id": 8, "n": 2.5}, {"id": 9, "f": 3}]"#,
+    ])
+    .await;
+    let cols = columns(&db, "t").await;
+    assert!(cols.contains(&("n".into(), "INTEGER".into())), "{cols:?}");
+    let got = typed_rows(&db, "t", "id").await;
+    let kept: Vec<i64> = got.iter().filter_map(|r| r["id"].as_i64()).collect();
+    assert_eq!(kept, vec![1, 5, 8, 9]);
+    assert_eq!(got[1]["n"], json!("abc"));
+    assert_eq!(got[2]["n"], json!(2.5));
+    let rejects = rows(&db, "_ingest_rejects", "id").await;
+    let rejected: Vec<i64> = rejects
+        .iter()
+        .filter_map(|r| {
+            let rec: Value = serde_json::from_str(r["record"].as_str()?).ok()?;
+            rec["id"].as_i64()
+        })
+        .collect();
+    assert_eq!(rejected, vec![2, 3, 4, 6, 7]);
+    for r in &rejects {
+        let reason = r["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("affinity"), "{reason}");
+        assert!(reason.contains("[sink.columns]"), "{reason}");
+    }
+}

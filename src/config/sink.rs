@@ -52,6 +52,17 @@ pub enum WriteMode {
     Replace,
 }
 
+impl WriteMode {
+    /// The name as written in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Append => "append",
+            WriteMode::Merge => "merge",
+            WriteMode::Replace => "replace",
+        }
+    }
+}
+
 /// Column types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

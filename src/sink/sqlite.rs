@@ -518,14 +518,41 @@ impl SqliteSink {
         Ok(out)
     }
 
-    /// Forget this pipeline's resume state (`--full-refresh`, `state reset`).
-    pub async fn clear_state(&mut self) -> Result<(), SinkError> {
+    /// The run that started a `--full-refresh` that has not finished yet.
+    pub async fn pending_refresh(&mut self) -> Result<Option<i64>, SinkError> {
+        let row = sqlx::query("SELECT run_id FROM _ingest_refresh WHERE pipeline = ?")
+            .bind(&self.pipeline)
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path, "cannot read the refresh in progress"))?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0).unwrap_or_default()))
+    }
+
+    /// Start a `--full-refresh`: forget the resume state and note the
+    /// refresh, in one transaction, so an interrupted refresh is finished
+    /// by the next run instead of continuing into the live table.
+    pub async fn start_refresh(&mut self) -> Result<(), SinkError> {
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(db_err(&self.path, "cannot start the refresh"))?;
         sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
             .bind(&self.pipeline)
-            .execute(&mut self.conn)
+            .execute(&mut *tx)
             .await
             .map_err(db_err(&self.path, "cannot clear the resume state"))?;
-        Ok(())
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO _ingest_refresh (pipeline, started_at) VALUES (?, {NOW}) \
+             ON CONFLICT (pipeline) DO UPDATE SET started_at = excluded.started_at"
+        )))
+        .bind(&self.pipeline)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err(&self.path, "cannot note the refresh"))?;
+        tx.commit()
+            .await
+            .map_err(db_err(&self.path, "cannot start the refresh"))
     }
 
     /// Commit one batch: rows, state, rejects and run counters together.
@@ -578,17 +605,13 @@ impl SqliteSink {
                 }
             }
         }
-        // inferred from a null: look further for a real value
+        // a new column's type comes from all of its values in this batch,
+        // so a field that is 1 here and "007" or 2.5 there gets a type that
+        // holds both as sent
         for c in new_cols.iter_mut().filter(|c| !c.strict) {
-            if let Some(v) = records
-                .iter()
-                .filter_map(|r| r.get(&c.name))
-                .find(|v| !v.is_null())
-            {
-                c.ty = infer(v);
-                if let Some(&i) = self.index.get(&c.name.to_lowercase()) {
-                    self.columns[i].ty = c.ty;
-                }
+            c.ty = infer_all(records.iter().filter_map(|r| r.get(&c.name)));
+            if let Some(&i) = self.index.get(&c.name.to_lowercase()) {
+                self.columns[i].ty = c.ty;
             }
         }
         let rows = self.rows(&records, &origins, &mut rejects);
@@ -961,6 +984,7 @@ impl SqliteSink {
                 }
             }
             stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
+            stmts.push("DELETE FROM _ingest_refresh WHERE pipeline = ?1".into());
             if let Some(m) = &self.marks {
                 let value = crate::source::incremental::max(m.value.clone(), m.pending.clone());
                 if let Some(v) = value {
@@ -1015,7 +1039,66 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The type a column gets from the first value seen in it.
+/// The type of a column that holds all these values as sent: one kind
+/// keeps its type; integers with reals are real; booleans with integers are
+/// integer; JSON arrays or objects make it json; any other mix is text.
+/// Nulls say nothing (all nulls: text).
+fn infer_all<'a>(values: impl Iterator<Item = &'a Value>) -> ColumnType {
+    use ColumnType::{Boolean, Integer, Json, Real, Text};
+    let mut out: Option<ColumnType> = None;
+    for v in values.filter(|v| !v.is_null()) {
+        let t = infer(v);
+        out = Some(match (out, t) {
+            (None, t) => t,
+            (Some(a), b) if a == b => a,
+            (Some(Json), _) | (_, Json) => Json,
+            (Some(Integer | Real), Integer | Real) => Real,
+            (Some(Integer | Boolean), Integer | Boolean) => Integer,
+            _ => Text,
+        });
+        if out == Some(Text) {
+            break;
+        }
+    }
+    out.unwrap_or(Text)
+}
+
+/// Whether SQLite's INTEGER or REAL affinity would turn this text into a
+/// number: a decimal literal (sign, digits, point, exponent) between
+/// optional white space. Hex literals stay text. Checked against SQLite
+/// itself in the tests below.
+pub fn numeric_text(s: &str) -> bool {
+    let t = s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
+    let b = t.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    let mut n = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        n += digits(&mut i);
+    }
+    if n == 0 {
+        return false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// The type a column gets from one value.
 fn infer(v: &Value) -> ColumnType {
     match v {
         Value::Bool(_) => ColumnType::Boolean,
@@ -1073,6 +1156,19 @@ fn to_sql<'a>(v: &'a Value, col: &Column) -> Result<Sql<'a>, String> {
         Value::Bool(b) if text_column => Sql::Text(if *b { "true" } else { "false" }.into()),
         Value::Bool(b) => Sql::Int(i64::from(*b)),
         Value::Number(n) if text_column => Sql::Text(n.to_string().into()),
+        // SQLite stores a REAL that is a whole number as an INTEGER there
+        Value::Number(n)
+            if col.ty != ColumnType::Real
+                && !n.is_i64()
+                && !n.is_u64()
+                && n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.2e18) =>
+        {
+            return Err(format!(
+                "{n} would be stored as the integer {} by SQLite's type affinity; declare the column as real in [sink.columns] to keep such values",
+                n.as_f64().unwrap_or_default() as i64
+            ));
+        }
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) if col.ty == ColumnType::Real && i.unsigned_abs() > (1 << 53) => {
                 return Err(format!("{i} cannot be held exactly by a REAL column"));
@@ -1087,6 +1183,12 @@ fn to_sql<'a>(v: &'a Value, col: &Column) -> Result<Sql<'a>, String> {
             (None, Some(f)) => Sql::Real(f),
             (None, None) => Sql::Text(n.to_string().into()),
         },
+        Value::String(s) if !text_column && numeric_text(s) => {
+            return Err(format!(
+                "the string {} would be stored as a number by SQLite's type affinity; declare the column as text in [sink.columns] to keep such values as sent",
+                cast::short(v)
+            ));
+        }
         Value::String(s) => Sql::Text(s.as_str().into()),
         Value::Array(_) | Value::Object(_) => Sql::Text(v.to_string().into()),
         Value::Null => Sql::Null,
@@ -1099,22 +1201,92 @@ pub fn infer_columns(
     records: &[Value],
     declared: &IndexMap<String, ColumnType>,
 ) -> Vec<(String, ColumnType)> {
-    let mut out: IndexMap<String, (String, ColumnType, bool)> = IndexMap::new();
+    let mut out: IndexMap<String, (String, Option<ColumnType>)> = IndexMap::new();
     for (k, t) in declared {
-        out.insert(k.to_lowercase(), (k.clone(), *t, true));
+        out.insert(k.to_lowercase(), (k.clone(), Some(*t)));
     }
     for r in records {
         if let Value::Object(m) = r {
-            for (k, v) in m {
-                let e = out
-                    .entry(k.to_lowercase())
-                    .or_insert((k.clone(), infer(v), v.is_null()));
-                if e.2 && !v.is_null() && !declared.contains_key(&e.0) {
-                    e.1 = infer(v);
-                    e.2 = false;
-                }
+            for k in m.keys() {
+                out.entry(k.to_lowercase()).or_insert((k.clone(), None));
             }
         }
     }
-    out.into_values().map(|(n, t, _)| (n, t)).collect()
+    out.into_values()
+        .map(|(n, t)| {
+            let t = t.unwrap_or_else(|| infer_all(records.iter().filter_map(|r| r.get(&n))));
+            (n, t)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `numeric_text` says exactly what SQLite's affinity does.
+    #[tokio::test]
+    async fn numeric_text_agrees_with_sqlite() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("CREATE TABLE t (i INTEGER, r REAL)")
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let samples = [
+            "007",
+            "42",
+            " 42 ",
+            "\t7\n",
+            "1e3",
+            "1E+3",
+            "1.5",
+            "-3",
+            "+4",
+            ".5",
+            "5.",
+            "0x1A",
+            "abc",
+            "12abc",
+            "",
+            " ",
+            "1e",
+            "--1",
+            "1_000",
+            "Inf",
+            "NaN",
+            "-",
+            ".",
+            "1.0",
+            "9223372036854775808",
+            "123456789012345678901234567890",
+            "1 2",
+            "e5",
+            "+.5e-2",
+        ];
+        for text in samples {
+            let (i, r): (String, String) =
+                sqlx::query_as("INSERT INTO t VALUES (?1, ?1) RETURNING typeof(i), typeof(r)")
+                    .bind(text)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let converted = i != "text";
+            assert_eq!(converted, r != "text", "{text:?}");
+            assert_eq!(numeric_text(text), converted, "{text:?}: SQLite gives {i}");
+        }
+    }
+
+    #[test]
+    fn a_mixed_column_gets_a_type_that_holds_every_value() {
+        use serde_json::json;
+        let t = |v: Value| infer_all(v.as_array().into_iter().flatten());
+        assert_eq!(t(json!([1, 2])), ColumnType::Integer);
+        assert_eq!(t(json!([null, 1, 2.5])), ColumnType::Real);
+        assert_eq!(t(json!([1, "007"])), ColumnType::Text);
+        assert_eq!(t(json!([true, 1])), ColumnType::Integer);
+        assert_eq!(t(json!([1, {"a": 1}])), ColumnType::Json);
+        assert_eq!(t(json!([null])), ColumnType::Text);
+    }
 }

@@ -20,21 +20,70 @@ use serde_json::{Map, Number, Value};
 const DEPTHS: usize = 8;
 
 /// Parse one JSON text.
+///
+/// An integer literal past 64 bits (`123456789012345678901234567890`,
+/// `-9223372036854775809`) would come out as a rounded float; it comes out
+/// as a string of its exact digits instead, so the sink stores it exactly
+/// (a text column) or rejects it with the reason (a numeric one). Finding
+/// them costs nothing on ordinary pages: only a page with a whole float of
+/// 2^63 or more is parsed a second time, slowly, to read the literals.
 pub fn parse(text: &str) -> serde_json::Result<Value> {
     let hints: [Cell<usize>; DEPTHS] = Default::default();
+    let huge = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
     let v = Seed {
         hints: &hints,
+        huge: &huge,
         depth: 0,
     }
     .deserialize(&mut de)?;
     de.end()?;
+    if huge.get() {
+        return exact(text);
+    }
     Ok(v)
+}
+
+/// The slow parse: every value through its raw text, integer literals past
+/// 64 bits as strings.
+fn exact(text: &str) -> serde_json::Result<Value> {
+    use serde_json::value::RawValue;
+    let raw: &RawValue = serde_json::from_str(text)?;
+    let t = raw.get().trim_start();
+    match t.as_bytes().first() {
+        Some(b'{') => {
+            let m: indexmap::IndexMap<String, &RawValue> = serde_json::from_str(t)?;
+            let mut out = Map::with_capacity(m.len());
+            for (k, v) in m {
+                out.insert(k, exact(v.get())?);
+            }
+            Ok(Value::Object(out))
+        }
+        Some(b'[') => {
+            let a: Vec<&RawValue> = serde_json::from_str(t)?;
+            a.into_iter()
+                .map(|v| exact(v.get()))
+                .collect::<Result<_, _>>()
+                .map(Value::Array)
+        }
+        _ => {
+            let v: Value = serde_json::from_str(t)?;
+            let integer = t.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+            Ok(match v {
+                Value::Number(n) if integer && n.as_i64().is_none() && n.as_u64().is_none() => {
+                    Value::String(t.trim().to_string())
+                }
+                other => other,
+            })
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 struct Seed<'h> {
     hints: &'h [Cell<usize>; DEPTHS],
+    /// Set when a float could be an integer literal past 64 bits.
+    huge: &'h Cell<bool>,
     depth: usize,
 }
 
@@ -42,6 +91,7 @@ impl Seed<'_> {
     fn deeper(self) -> Self {
         Self {
             hints: self.hints,
+            huge: self.huge,
             depth: self.depth + 1,
         }
     }
@@ -75,6 +125,9 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        if v.fract() == 0.0 && v.abs() >= 9.2e18 {
+            self.huge.set(true);
+        }
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
@@ -143,6 +196,30 @@ mod tests {
             // same key order, too
             assert_eq!(got.to_string(), want.to_string(), "{t}");
         }
+    }
+
+    #[test]
+    fn integers_past_64_bits_keep_their_digits() {
+        let got = parse(
+            r#"{"data":[{"a":123456789012345678901234567890,"b":-9223372036854775809,"c":1e30,"d":18446744073709551615,"e":[1,-2.5]}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = &got["data"][0];
+        assert_eq!(r["a"], "123456789012345678901234567890");
+        assert_eq!(r["b"], "-9223372036854775809");
+        assert_eq!(r["c"], serde_json::json!(1e30));
+        assert_eq!(r["d"], serde_json::json!(18446744073709551615u64));
+        assert_eq!(r["e"], serde_json::json!([1, -2.5]));
+        // key order is kept on the slow path too
+        assert_eq!(
+            r.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            Some(
+                vec!["a", "b", "c", "d", "e"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub struct Resume {
     /// The total the API last reported.
     #[serde(default)]
     pub total: Option<u64>,
+    /// What the position means: [`Source::depends`] of the walk that saved
+    /// it. A run whose settings give another value cannot use the position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends: Option<String>,
 }
 
 /// One walk of a source: the whole API, or one partition value or window.
@@ -234,6 +238,33 @@ impl Source {
         Ok(url)
     }
 
+    /// What a saved position of this partition's walk depends on, as
+    /// `name=hash` pairs: the pagination kind and its keys (page size, limit,
+    /// parameter names), the records path, and the request (method, path,
+    /// params, body, the partition's values and the incremental window).
+    /// Stop conditions (`max_pages`, `total`...) are left out: they do not
+    /// change what a position means.
+    pub fn depends(&self, part: &Partition) -> String {
+        let request = format!(
+            "{:?} {} {:?} {:?} {:?}",
+            self.cfg.method,
+            fill(&self.cfg.path, &part.vars),
+            self.cfg
+                .params
+                .iter()
+                .map(|(k, v)| (k, fill(&v.0, &part.vars)))
+                .collect::<Vec<_>>(),
+            self.body(part),
+            part.params,
+        );
+        format!(
+            "pagination={:016x},records={:016x},request={:016x}",
+            fnv1a(&format!("{:?}", self.cfg.pagination.kind)),
+            fnv1a(&self.cfg.records.to_string()),
+            fnv1a(&request)
+        )
+    }
+
     fn body(&self, part: &Partition) -> Option<Value> {
         self.cfg.body.as_ref().map(|b| fill_json(b, &part.vars))
     }
@@ -247,13 +278,17 @@ impl Source {
             let body = this.body(&part);
             let pag = this.paginator.clone();
             let mut resuming = resume.is_some();
-            let mut st = resume.unwrap_or(Resume {
+            let depends = Some(this.depends(&part));
+            let fresh = |depends: &Option<String>| Resume {
                 position: pag.initial(),
                 pages: 0,
                 records: 0,
                 page_size: pag.page_size(),
                 total: None,
-            });
+                depends: depends.clone(),
+            };
+            let mut st = resume.unwrap_or_else(|| fresh(&depends));
+            st.depends = depends.clone();
             if pag.max_pages().is_some_and(|m| st.pages >= m) {
                 yield this.done(&part);
                 return;
@@ -294,7 +329,7 @@ impl Source {
                         }
                         tracing::warn!(partition = %part.key, status, "the saved resume point was refused (expired?); walking this partition again from the start");
                         resuming = false;
-                        st = Resume { position: pag.initial(), pages: 0, records: 0, page_size: pag.page_size(), total: None };
+                        st = fresh(&depends);
                         pos = st.position.clone();
                         seen.clear();
                         continue;
@@ -516,6 +551,39 @@ impl Source {
             next,
         ))
     }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and Rust
+/// versions (std's `DefaultHasher` may not), for [`Source::depends`].
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The names of the `name=hash` pairs of two [`Source::depends`] values
+/// that differ.
+pub fn changed(saved: &str, now: &str) -> Vec<String> {
+    let pairs = |s: &str| -> Vec<(String, String)> {
+        s.split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (a, b) = (pairs(saved), pairs(now));
+    let mut out: Vec<String> = b
+        .iter()
+        .filter(|(k, v)| {
+            a.iter()
+                .find(|(ka, _)| ka == k)
+                .is_none_or(|(_, va)| va != v)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    if out.is_empty() && saved != now {
+        out.push("settings".into());
+    }
+    out
 }
 
 /// A spawned task that is aborted when its handle is dropped (a walk that
