@@ -16,6 +16,24 @@ use ingest::run::{self, Progress, RunOptions, RunReport, Shutdown};
 use ingest::{Error, state};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
+/// `println!` that ends quietly when standard output is closed
+/// (`ingest validate *.toml | head -1`), as Unix tools do, instead of
+/// panicking; the command goes on and returns its own exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        said(writeln!(std::io::stdout().lock(), $($arg)*))
+    };
+}
+
+/// Report a failed write to standard output, except a closed pipe.
+fn said(r: std::io::Result<()>) {
+    if let Err(e) = r
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("ingest: cannot write to standard output: {e}");
+    }
+}
+
 // mimalloc: measured half again as fast as the system allocator for
 // parsing pages of JSON (see `make bench`); .cargo/config.toml makes it commit
 // memory on demand and `ingest::alloc::tune` return it soon after it is
@@ -74,6 +92,13 @@ fn report_error(e: &anyhow::Error) -> i32 {
         },
         Error::exit_code,
     );
+    // the reader went away (`ingest preview p.toml | head`): not an error
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return 0;
+    }
     eprintln!("ingest: error: {e:#}");
     code
 }
@@ -119,7 +144,7 @@ fn cmd_validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32> {
     let mut bad = 0;
     for path in paths {
         match load(path, set) {
-            Ok(p) => println!(
+            Ok(p) => say!(
                 "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {}:{})",
                 path.display(),
                 p.name,
@@ -184,12 +209,24 @@ async fn cmd_run(args: RunArgs, quiet: bool) -> i32 {
                         "error": p.secrets.redact(&e.to_string()),
                         "exit_code": e.exit_code(),
                     });
-                    println!("{line}");
+                    say!("{line}");
                 }
                 let msg = p.secrets.redact(&e.to_string());
                 match &e {
                     Error::Interrupted { .. } => eprintln!("ingest: {}: {msg}", p.name),
                     Error::Config(_) => eprintln!("ingest: error: {msg}"),
+                    Error::Sink(ingest::error::SinkError::Busy { .. }) => {
+                        eprintln!("ingest: {}: {msg}", p.name)
+                    }
+                    Error::Http(ingest::error::HttpError::Status { status, .. })
+                        if (400..500).contains(status) && *status != 408 && *status != 429 =>
+                    {
+                        eprintln!(
+                            "ingest: {}: failed: {msg}\n  the API refused the request: a rerun will not fix this by itself; \
+                             check the pipeline's auth, path and params (what was fetched before is committed)",
+                            p.name
+                        )
+                    }
                     _ => eprintln!(
                         "ingest: {}: failed: {msg}\n  what was fetched before the failure is committed; `ingest run {}` resumes from there",
                         p.name,
@@ -206,7 +243,7 @@ async fn cmd_run(args: RunArgs, quiet: bool) -> i32 {
 fn print_report(r: &RunReport, output: Output) {
     match output {
         Output::Json => match serde_json::to_string(r) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => say!("{s}"),
             Err(e) => eprintln!("ingest: cannot print the report: {e}"),
         },
         Output::Text => {
@@ -215,7 +252,7 @@ fn print_report(r: &RunReport, output: Output) {
             } else {
                 0.0
             };
-            println!(
+            say!(
                 "{}: {} in {:.2}s: {} records written to {} (table {}), {} fetched in {} pages, {} requests, {} retries, {} rejects{} ({:.0} records/s)",
                 r.pipeline,
                 r.status,
@@ -335,7 +372,7 @@ async fn cmd_state(action: StateAction) -> anyhow::Result<i32> {
             let p = load(&pipeline, &[])?;
             let rows = state::show(&p).await.map_err(Error::from)?;
             if rows.is_empty() {
-                println!(
+                say!(
                     "{}: no saved state; the next run starts from the beginning",
                     p.name
                 );
@@ -347,12 +384,12 @@ async fn cmd_state(action: StateAction) -> anyhow::Result<i32> {
                     r.partition
                 };
                 match r.resume {
-                    Some(resume) => println!(
+                    Some(resume) => say!(
                         "{part}: resumes at {resume} (saved {} by run {})",
                         r.updated_at,
                         r.run_id.unwrap_or(0)
                     ),
-                    None => println!(
+                    None => say!(
                         "{part}: complete (saved {} by run {})",
                         r.updated_at,
                         r.run_id.unwrap_or(0)
@@ -363,7 +400,7 @@ async fn cmd_state(action: StateAction) -> anyhow::Result<i32> {
         StateAction::Reset { pipeline } => {
             let p = load(&pipeline, &[])?;
             let n = state::reset(&p).await.map_err(Error::from)?;
-            println!(
+            say!(
                 "{}: forgot {n} resume point(s); the next run starts from the beginning",
                 p.name
             );
@@ -377,16 +414,23 @@ async fn cmd_runs(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
     let rows = state::runs(&p, limit).await.map_err(Error::from)?;
     if output == Output::Json {
         for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
+            say!("{}", serde_json::to_string(r)?);
         }
         return Ok(0);
     }
-    println!(
+    say!(
         "{:>5}  {:<24}  {:<24}  {:<11}  {:>7}  {:>9}  {:>7}  {:>7}  error",
-        "id", "started", "ended", "status", "pages", "records", "retries", "rejects"
+        "id",
+        "started",
+        "ended",
+        "status",
+        "pages",
+        "records",
+        "retries",
+        "rejects"
     );
     for r in rows {
-        println!(
+        say!(
             "{:>5}  {:<24}  {:<24}  {:<11}  {:>7}  {:>9}  {:>7}  {:>7}  {}",
             r.id,
             r.started_at,
@@ -406,10 +450,10 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
     let p = load(path, &[])?;
     let peek = state::peek(&p, limit).await.map_err(Error::from)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string(&peek)?);
+        say!("{}", serde_json::to_string(&peek)?);
         return Ok(0);
     }
-    println!(
+    say!(
         "{}: {} rows in {} (table {})",
         p.name,
         peek.count,
@@ -457,8 +501,8 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
             .collect::<Vec<_>>()
             .join(" | ")
     };
-    println!("{}", line(peek.columns.clone()));
-    println!(
+    say!("{}", line(peek.columns.clone()));
+    say!(
         "{}",
         widths
             .iter()
@@ -467,7 +511,7 @@ async fn cmd_show(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32
             .join("-+-")
     );
     for r in &peek.rows {
-        println!(
+        say!(
             "{}",
             line(peek.columns.iter().map(|c| cell(r.get(c))).collect())
         );

@@ -232,6 +232,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                 .into(),
         ));
     }
+    check_window(p, &opts.window)?;
     let chain = Chain::build(&p.transforms)
         .map_err(|(i, k, m)| usage(p, format!("transform[{i}].{k}: {m}")))?;
     let mut source = Source::new(&p.source, p.secrets.clone())?;
@@ -528,6 +529,39 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         (None, Some((name, code))) => Err(Error::Interrupted { name, code }),
         (None, None) => Ok(report),
     }
+}
+
+/// `--since`/`--until` must parse and make a window, checked before the
+/// run touches anything.
+fn check_window(p: &Pipeline, window: &Window) -> Result<(), Error> {
+    if let Some(cfg) = &p.source.partition {
+        partition::count(cfg, window).map_err(|(k, m)| {
+            usage(
+                p,
+                format!("source.partition.{k}: {m}").replace("source.partition.--", "--"),
+            )
+        })?;
+    }
+    if !matches!(p.source.partition, Some(PartitionConfig::Dates(_))) {
+        // the incremental window: times or numbers, like the cursor
+        let parse = |flag: &str, v: &Option<String>| -> Result<Option<f64>, Error> {
+            let Some(v) = v else { return Ok(None) };
+            if let Ok(n) = v.trim().parse::<f64>() {
+                return Ok(Some(n));
+            }
+            partition::instant(v)
+                .map(|t| Some(t.as_millisecond() as f64 / 1000.0))
+                .map_err(|m| usage(p, format!("{flag}: {m}, or a number")))
+        };
+        if let (Some(a), Some(b)) = (
+            parse("--since", &window.since)?,
+            parse("--until", &window.until)?,
+        ) && a >= b
+        {
+            return Err(usage(p, "--since must be before --until".into()));
+        }
+    }
+    Ok(())
 }
 
 fn shown_key(key: &str) -> String {

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::Pipeline;
 use crate::sink::SinkError;
-use crate::sink::sqlite::{db_err, open_existing, quote};
+use crate::sink::sqlite::{db_err, lock_pipeline, open_existing, quote};
 
 fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError + use<> {
     db_err(&p.sink.path.display().to_string(), action.to_string())
@@ -48,9 +48,11 @@ pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
 }
 
 /// Forget a pipeline's resume points; the next run starts from the beginning.
-/// Returns how many were removed.
+/// Returns how many were removed. Takes the pipeline's lock like a run
+/// (exit 75 while one runs: it would write its state back).
 pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
     let mut conn = open_existing(&p.sink.path).await?;
+    let _lock = lock_pipeline(&p.sink.path, &p.name)?;
     let done = sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
         .bind(&p.name)
         .execute(&mut conn)
@@ -94,13 +96,22 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
     .fetch_all(&mut conn)
     .await
     .map_err(db(p, "cannot read the run history"))?;
+    // a run still marked running whose process is gone (the lock is free)
+    // was killed; the next run records that, this shows it now
+    let dead = rows
+        .iter()
+        .any(|r| r.try_get::<String, _>(3).is_ok_and(|s| s == "running"))
+        && lock_pipeline(&p.sink.path, &p.name).is_ok();
     Ok(rows
         .iter()
         .map(|r| RunRow {
             id: r.try_get(0).unwrap_or_default(),
             started_at: r.try_get(1).unwrap_or_default(),
             ended_at: r.try_get(2).unwrap_or_default(),
-            status: r.try_get(3).unwrap_or_default(),
+            status: match r.try_get::<String, _>(3).unwrap_or_default() {
+                s if s == "running" && dead => "killed".into(),
+                s => s,
+            },
             pages: r.try_get(4).unwrap_or_default(),
             records: r.try_get(5).unwrap_or_default(),
             retries: r.try_get(6).unwrap_or_default(),

@@ -484,3 +484,341 @@ async fn values_sqlite_would_reformat_are_rejected_with_the_reason() {
         assert!(reason.contains("[sink.columns]"), "{reason}");
     }
 }
+
+/// Validate `text` as `p.toml` in a fresh directory: exit 2 naming `key`,
+/// and `run` exits 2 too, sending nothing and creating nothing.
+async fn refused(text: &str, key: &str, args: &[&str]) {
+    let api = mock(20).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", text);
+    let before: Vec<_> = entries(dir.path());
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["validate", p.to_str().unwrap_or("")],
+    )
+    .await;
+    if args.is_empty() {
+        assert_eq!(out.code, 2, "validate: {out:?}");
+        assert!(
+            out.stderr.contains(key),
+            "validate names `{key}`: {}",
+            out.stderr
+        );
+    }
+    let mut all = vec!["run", p.to_str().unwrap_or("")];
+    all.extend_from_slice(args);
+    let out = ingest(dir.path(), &api.url(), &all).await;
+    assert_eq!(out.code, 2, "run: {out:?}");
+    assert!(
+        out.stderr.contains(key),
+        "run names `{key}`: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(api.requests().is_empty(), "a refused run sent requests");
+    assert_eq!(
+        entries(dir.path()),
+        before,
+        "a refused run left files behind"
+    );
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `posts_pipeline("append")` with `line` replacing or added to the file.
+fn with(line_from: &str, line_to: &str) -> String {
+    let text = posts_pipeline("append");
+    assert!(text.contains(line_from), "{line_from}");
+    text.replacen(line_from, line_to, 1)
+}
+
+#[tokio::test]
+async fn sink_paths_that_cannot_hold_a_database_are_refused_up_front() {
+    refused(&with("path = \"out.db\"", "path = \"\""), "sink.path", &[]).await;
+    refused(
+        &with("path = \"out.db\"", "path = \".\""),
+        "is a directory",
+        &[],
+    )
+    .await;
+    refused(
+        &with("path = \"out.db\"", "path = \"p.toml/x.db\""),
+        "is a file",
+        &[],
+    )
+    .await;
+    refused(
+        &with("path = \"out.db\"", "path = \"p.toml\""),
+        "not a SQLite database",
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_up_front() {
+    for (from, to, key) in [
+        (
+            "concurrency = 1",
+            "concurrency = 9223372036854775807",
+            "source.concurrency",
+        ),
+        ("concurrency = 1", "concurrency = 100000", "out of range"),
+        (
+            "batch_size = 20",
+            "batch_size = 10000000",
+            "sink.batch_size",
+        ),
+        ("size = 10", "size = 0", "source.pagination.size"),
+        (
+            "max_attempts = 1",
+            "max_attempts = 100000",
+            "source.retry.max_attempts",
+        ),
+    ] {
+        refused(&with(from, to), key, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn validation_catches_what_the_run_would_get_wrong() {
+    let part = |table: &str| with("[sink]", &format!("{table}\n[sink]"));
+    let cases = [
+        (
+            part(
+                "[source.partition]\nkind = \"range\"\nparam = \"userId\"\nstart = 10\nend = 1\nstep = 1",
+            ),
+            "source.partition.end",
+        ),
+        (
+            part(
+                "[source.partition]\nkind = \"range\"\nparam = \"userId\"\nstart = 1\nend = 200000\nstep = 1",
+            ),
+            "more than 100000",
+        ),
+        (
+            part(
+                "[source.partition]\nkind = \"range\"\nparam = \"userId\"\nstart = -9223372036854775808\nend = 9223372036854775807\nstep = 1",
+            ),
+            "more than 100000",
+        ),
+        (
+            part(
+                "[source.partition]\nkind = \"dates\"\nstart = \"2024-02-01\"\nend = \"2024-01-01\"\nstep = \"1d\"\nstart_param = \"since\"",
+            ),
+            "source.partition.end",
+        ),
+        (
+            with("path = \"/posts\"", "path = \"/posts/{id}\""),
+            "`{id}` is filled by nothing",
+        ),
+        (with("[source]", "name = \"\"\n[source]"), "name"),
+        (
+            with(
+                "[sink]",
+                "[sink.columns]\nid = \"integer\"\nID = \"text\"\n[sink]",
+            ),
+            "differ only in case",
+        ),
+        (
+            part(
+                "[source.incremental]\ncursor_field = \"updatedAt\"\nparam = \"updated_since\"\ninitial = \"last tuesday\"\nlookback = \"1h\"",
+            ),
+            "source.incremental.initial",
+        ),
+        (
+            part(
+                "[source.incremental]\ncursor_field = \"updatedAt\"\nparam = \"updated_since\"\ninitial = \"0\"\nlookback = \"100000years\"",
+            ),
+            "source.incremental.lookback",
+        ),
+    ];
+    for (text, key) in cases {
+        refused(&text, key, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_since_and_until_are_refused_before_any_request() {
+    let inc = with(
+        "[sink]",
+        "[source.incremental]\ncursor_field = \"updatedAt\"\nparam = \"updated_since\"\ninitial = \"1970-01-01T00:00:00Z\"\nend_param = \"updated_before\"\n[sink]",
+    );
+    refused(&inc, "--since", &["--since", "garbage"]).await;
+    refused(
+        &inc,
+        "--since must be before --until",
+        &["--since", "2024-02-01", "--until", "2024-01-01"],
+    )
+    .await;
+    let dates = with(
+        "[sink]",
+        "[source.partition]\nkind = \"dates\"\nstart = \"2024-01-01\"\nend = \"2024-01-03\"\nstep = \"1d\"\nstart_param = \"since\"\n[sink]",
+    );
+    refused(
+        &dates,
+        "--until",
+        &["--since", "2024-02-01", "--until", "2024-01-01"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_stdout_ends_quietly() {
+    let api = mock(30).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", &posts_pipeline("append"));
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["run", p.to_str().unwrap_or(""), "-q"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let path = p.to_str().unwrap_or("");
+    for args in [
+        vec!["validate", path, path, path],
+        vec!["show", path, "--limit", "200"],
+        vec!["runs", path],
+        vec!["preview", path],
+    ] {
+        // a pipe whose reader is gone before ingest writes a byte
+        let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+        drop(reader);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("API_BASE", api.url())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} hung"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+/// Wait until `cond` holds, polling; fail the test after `secs` seconds.
+async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_tells_the_truth_about_locks_and_dead_runs() {
+    let api = mock(200).await;
+    api.set_delay(std::time::Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", &posts_pipeline("append"));
+    let path = p.to_str().unwrap_or("");
+    let mut child = spawn_ingest(dir.path(), &api.url(), &["run", path, "-q"]);
+    // the run holds the lock once it has asked for its first page
+    until(30, "the run's first request", || !api.requests().is_empty()).await;
+    let reset = ingest(dir.path(), &api.url(), &["state", "reset", path]).await;
+    assert_eq!(
+        reset.code, 75,
+        "state reset while a run holds the lock: {reset:?}"
+    );
+    let second = ingest(dir.path(), &api.url(), &["run", path]).await;
+    assert_eq!(second.code, 75, "{second:?}");
+    assert!(
+        !second.stderr.contains("resumes from there"),
+        "{}",
+        second.stderr
+    );
+    // SIGKILL: `runs` sees the lock is free and says so
+    child.kill().await.unwrap_or_else(|e| panic!("{e}"));
+    let runs = ingest(dir.path(), &api.url(), &["runs", path, "--output", "json"]).await;
+    assert_eq!(runs.code, 0, "{runs:?}");
+    let last: Value = runs
+        .stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(last["status"], "killed", "{}", runs.stdout);
+    let reset = ingest(dir.path(), &api.url(), &["state", "reset", path]).await;
+    assert_eq!(reset.code, 0, "{reset:?}");
+}
+
+#[tokio::test]
+async fn a_refused_request_says_a_rerun_will_not_fix_it() {
+    let api = mock(0).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        &edge_pipeline("/edge/echo", "", NEXT, ""),
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a rerun will not fix this"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("resumes from there"), "{}", out.stderr);
+}
+
+/// The wait between a 429 carrying `header: value` and the retry.
+async fn waited_after(header: &str, value: &str) -> std::time::Duration {
+    let api = mock(0).await;
+    api.can(
+        "/edge/slow",
+        vec![Canned::status(429).header(header, value), page(&[1], None)],
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = edge_pipeline("/edge/slow", "", NEXT, "").replace(
+        "max_attempts = 1",
+        "max_attempts = 3\ninitial_delay = \"1ms\"\njitter = false",
+    );
+    let p = write(dir.path(), "p.toml", &text);
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["run", p.to_str().unwrap_or(""), "-q"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    reqs[1].at - reqs[0].at
+}
+
+#[tokio::test]
+async fn fractional_retry_after_and_retry_after_ms_are_honoured() {
+    // without the hint the retry comes after 1 ms
+    let w = waited_after("retry-after", "0.5").await;
+    assert!(
+        w >= std::time::Duration::from_millis(480),
+        "Retry-After: 0.5 waited {w:?}"
+    );
+    let w = waited_after("retry-after-ms", "300").await;
+    assert!(
+        w >= std::time::Duration::from_millis(280),
+        "retry-after-ms: 300 waited {w:?}"
+    );
+}

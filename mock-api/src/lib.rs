@@ -91,6 +91,8 @@ pub struct Logged {
     pub query: String,
     /// The request headers, names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// When it arrived, since the server started.
+    pub at: Duration,
 }
 
 impl Logged {
@@ -365,6 +367,7 @@ async fn handle(s: S, req: Request, next: Next) -> Response {
                 )
             })
             .collect(),
+        at: now - s.start,
     };
     if let Ok(mut l) = s.log.lock()
         && l.len() < LOG_CAP

@@ -6,6 +6,7 @@
 //! this module (`deny_unknown_fields` everywhere) → checks serde cannot do
 //! (URLs, identifiers, what `merge` needs, jq programs).
 
+mod checks;
 pub mod pagination;
 pub mod sink;
 pub mod source;
@@ -22,6 +23,7 @@ use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::redact::Secrets;
+pub use checks::{MAX_CONCURRENCY, sqlite_path};
 pub use pagination::{PaginationConfig, PaginationKind};
 pub use sink::{ColumnType, SinkConfig, SqliteSinkConfig, WriteMode};
 pub use source::{HttpSourceConfig, SourceConfig};
@@ -565,7 +567,10 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
     if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
         return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
     }
-    Ok(())
+    checks::limits(p, ctx, tree)?;
+    checks::placeholders(p, ctx, tree)?;
+    checks::columns(p, ctx, tree)?;
+    checks::sink_path(p, ctx, tree)
 }
 
 /// A partition must be able to reach the request, and its bounds must parse.
@@ -592,7 +597,11 @@ fn check_partition(
         P::List(l) if l.param.is_none() && !uses("value") => {
             return Err(("param", "set `param`, or use `{value}` in the path, params or body: otherwise every walk is the same".into()));
         }
-        P::Range(r) if r.step <= 0 => return Err(("step", "must be positive".into())),
+        P::List(_) | P::Range(_) | P::Dates(_)
+            if let Err(e) = crate::source::partition::count(part, &Default::default()) =>
+        {
+            return Err(e);
+        }
         P::Range(r) if r.param.is_none() && !uses("value") => {
             return Err((
                 "param",

@@ -54,7 +54,8 @@ pub fn with_lookback(mark: &str, lookback: Option<Duration>) -> String {
         return earlier.to_string();
     }
     if let Ok(n) = mark.trim().parse::<i64>() {
-        return n.saturating_sub(back.as_secs() as i64).to_string();
+        let back = i64::try_from(back.as_secs()).unwrap_or(i64::MAX);
+        return n.saturating_sub(back).to_string();
     }
     if let Ok(f) = mark.trim().parse::<f64>() {
         return (f - back.as_secs_f64()).to_string();

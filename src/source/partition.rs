@@ -51,6 +51,70 @@ pub fn format_instant(ts: Timestamp, format: Option<&str>) -> Result<String, Str
     }
 }
 
+/// How many walks a `list`, `range` or `dates` partition makes with this
+/// window, checked without making them: bounds that parse, an end after the
+/// start, at most [`MAX_WINDOWS`], no overflow. The error names the key.
+/// A `query` partition's count is known only at run time.
+pub fn count(cfg: &PartitionConfig, window: &Window) -> Result<usize, (&'static str, String)> {
+    let too_many = |n: i128, what: &str| {
+        Err::<usize, _>((
+            "step",
+            format!(
+                "{n} {what} is more than {MAX_WINDOWS}; use a larger `step` or a shorter range"
+            ),
+        ))
+    };
+    match cfg {
+        PartitionConfig::List(l) => Ok(l.values.len()),
+        PartitionConfig::Range(r) => {
+            if r.step <= 0 {
+                return Err(("step", "must be positive".into()));
+            }
+            if r.end < r.start {
+                return Err((
+                    "end",
+                    format!(
+                        "{} is before `start` ({}): no partition to walk",
+                        r.end, r.start
+                    ),
+                ));
+            }
+            // i128: `end - start` of two i64 cannot overflow it
+            let n = (i128::from(r.end) - i128::from(r.start)) / i128::from(r.step) + 1;
+            match usize::try_from(n) {
+                Ok(n) if n <= MAX_WINDOWS => Ok(n),
+                _ => too_many(n, "partitions"),
+            }
+        }
+        PartitionConfig::Dates(d) => {
+            let (start_key, end_key) = match (&window.since, &window.until) {
+                (Some(_), _) | (_, Some(_)) => ("--since", "--until"),
+                _ => ("start", "end"),
+            };
+            let start =
+                instant(window.since.as_deref().unwrap_or(&d.start)).map_err(|m| (start_key, m))?;
+            let end =
+                instant(window.until.as_deref().unwrap_or(&d.end)).map_err(|m| (end_key, m))?;
+            if d.step.is_zero() {
+                return Err(("step", "must be longer than zero".into()));
+            }
+            if end <= start {
+                return Err((
+                    end_key,
+                    format!("{end} is not after the start ({start}): no window to walk"),
+                ));
+            }
+            let span = end.duration_since(start).as_secs_f64();
+            let n = (span / d.step.as_secs_f64()).ceil() as i128;
+            match usize::try_from(n) {
+                Ok(n) if n <= MAX_WINDOWS => Ok(n),
+                _ => too_many(n, "windows"),
+            }
+        }
+        PartitionConfig::Query(_) => Ok(0),
+    }
+}
+
 fn add(ts: Timestamp, d: Duration) -> Result<Timestamp, String> {
     let d = jiff::SignedDuration::try_from(d).map_err(|e| e.to_string())?;
     ts.checked_add(d).map_err(|e| e.to_string())
@@ -78,22 +142,10 @@ pub fn expand(
             .map(|v| one(v.0.clone(), "value", v.0.clone(), &l.param))
             .collect(),
         PartitionConfig::Range(r) => {
-            if r.step <= 0 {
-                return Err("`step` must be positive".into());
-            }
-            let count = if r.end < r.start {
-                0
-            } else {
-                (r.end - r.start) / r.step + 1
-            };
-            if count as usize > MAX_WINDOWS {
-                return Err(format!(
-                    "{count} partitions is more than {MAX_WINDOWS}; use a larger `step`"
-                ));
-            }
-            (0..count)
+            let n = count(cfg, window).map_err(|(k, m)| format!("{k}: {m}"))?;
+            (0..n as i128)
                 .map(|i| {
-                    let v = (r.start + i * r.step).to_string();
+                    let v = (i128::from(r.start) + i * i128::from(r.step)).to_string();
                     one(v.clone(), "value", v, &r.param)
                 })
                 .collect()

@@ -1,0 +1,271 @@
+//! Checks of a loaded pipeline that serde cannot make: every number in a
+//! range that works, placeholders that something fills, names that SQLite
+//! keeps apart, and a sink path that can hold a database. All of them run
+//! in `validate` and before a run touches anything (exit 2).
+
+use std::path::Path;
+
+use toml::de::DeTable;
+
+use super::source::PartitionConfig;
+use super::{ConfigError, Ctx, PaginationKind, Pipeline};
+
+/// Requests in flight per source, at most. More only piles speculative
+/// requests on an API (100,000 sent ~2,900 requests to a 2-record API).
+pub const MAX_CONCURRENCY: usize = 256;
+/// Records per page (`size`, `limit`) and per transaction, at most.
+pub const MAX_PAGE: u64 = 100_000;
+/// Records per transaction, at most.
+pub const MAX_BATCH: usize = 100_000;
+/// Attempts per request, at most.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Timeouts and delays, at most: a day.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Lookback, at most: 100 years.
+pub const MAX_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+fn within(v: u64, lo: u64, hi: u64) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{v} is out of range: allowed {lo} to {hi}"))
+    }
+}
+
+fn at_most(v: std::time::Duration, hi: std::time::Duration) -> Result<(), String> {
+    if v <= hi {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is too long: at most {}",
+            humantime::format_duration(v),
+            humantime::format_duration(hi)
+        ))
+    }
+}
+
+/// Numbers in ranges that work, and the name.
+pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
+    let key = |k: &str, r: Result<(), String>| r.map_err(|m| ctx.key(tree, k, m));
+    if p.name.trim().is_empty() || p.name.chars().any(char::is_control) {
+        return Err(ctx.key(
+            tree,
+            "name",
+            "the pipeline's name is empty or holds a control character; remove `name` to use the file name",
+        ));
+    }
+    let s = &p.source;
+    key(
+        "source.concurrency",
+        within(s.concurrency as u64, 1, MAX_CONCURRENCY as u64),
+    )?;
+    key("source.timeout", at_most(s.timeout, MAX_WAIT))?;
+    key(
+        "source.retry.max_attempts",
+        within(u64::from(s.retry.max_attempts), 1, u64::from(MAX_ATTEMPTS)),
+    )?;
+    key(
+        "source.retry.max_delay",
+        at_most(s.retry.max_delay, MAX_WAIT),
+    )?;
+    if s.retry.initial_delay > s.retry.max_delay {
+        return Err(ctx.key(
+            tree,
+            "source.retry.initial_delay",
+            "is longer than `max_delay`",
+        ));
+    }
+    if !(1.0..=100.0).contains(&s.retry.multiplier) {
+        return Err(ctx.key(tree, "source.retry.multiplier", "must be from 1.0 to 100"));
+    }
+    match &s.pagination.kind {
+        PaginationKind::PageNumber(k) => {
+            if let Some(size) = k.size {
+                key("source.pagination.size", within(size, 1, MAX_PAGE))?;
+            }
+        }
+        PaginationKind::Offset(k) => key("source.pagination.limit", within(k.limit, 1, MAX_PAGE))?,
+        _ => {}
+    }
+    key(
+        "sink.batch_size",
+        within(p.sink.batch_size as u64, 1, MAX_BATCH as u64),
+    )?;
+    if let Some(inc) = &s.incremental
+        && let Some(back) = inc.lookback
+    {
+        key("source.incremental.lookback", at_most(back, MAX_LOOKBACK))?;
+        let v = inc.initial.0.trim();
+        if v.parse::<jiff::Timestamp>().is_err() && v.parse::<f64>().is_err() {
+            return Err(ctx.key(
+                tree,
+                "source.incremental.initial",
+                format!(
+                    "`{v}` cannot be moved back by `lookback`: write an RFC 3339 time (2024-01-01T00:00:00Z) or a number"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `{name}` in `path` and `params` must be filled by the partition.
+pub(super) fn placeholders(
+    p: &Pipeline,
+    ctx: &Ctx<'_>,
+    tree: &DeTable<'_>,
+) -> Result<(), ConfigError> {
+    let filled: &[&str] = match &p.source.partition {
+        None => &[],
+        Some(PartitionConfig::List(_) | PartitionConfig::Range(_)) => &["value"],
+        Some(PartitionConfig::Dates(_)) => &["start", "end"],
+        // a query's columns are known only when it runs
+        Some(PartitionConfig::Query(_)) => return Ok(()),
+    };
+    let mut places = vec![("source.path".to_string(), p.source.path.clone())];
+    for (k, v) in &p.source.params {
+        places.push((format!("source.params.{k}"), v.0.clone()));
+    }
+    for (at, text) in places {
+        for name in names(&text) {
+            if !filled.contains(&name) {
+                let fills = if filled.is_empty() {
+                    "this pipeline has no [source.partition] to fill it".to_string()
+                } else {
+                    format!("its partition fills {}", list(filled))
+                };
+                return Err(ctx.key(
+                    tree,
+                    &at,
+                    format!("`{{{name}}}` is filled by nothing: {fills}; write `{{{{` and `}}}}` for literal braces"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{{{n}}}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// The `{name}` placeholders of a text (`{{` and `}}` are literal braces).
+fn names(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('{') {
+            rest = stripped;
+            continue;
+        }
+        match after.find('}') {
+            Some(j)
+                if j > 0
+                    && after[..j]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.push(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
+}
+
+/// Declared columns that SQLite would take for one (`id` and `ID`).
+pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for name in p.sink.columns.keys() {
+        if let Some(other) = seen.iter().find(|o| o.eq_ignore_ascii_case(name)) {
+            return Err(ctx.key(
+                tree,
+                "sink.columns",
+                format!(
+                    "`{other}` and `{name}` differ only in case, and SQLite column names do not"
+                ),
+            ));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// The sink path can hold a database: not empty, not a directory, not under
+/// a file, an existing file is SQLite, and the directory is writable (the
+/// lock, WAL and journal files go beside it). Nothing is created here.
+pub(super) fn sink_path(
+    p: &Pipeline,
+    ctx: &Ctx<'_>,
+    tree: &DeTable<'_>,
+) -> Result<(), ConfigError> {
+    sqlite_path(&p.sink.path).map_err(|m| ctx.key(tree, "sink.path", m))
+}
+
+/// See [`sink_path`].
+pub fn sqlite_path(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    if path.as_os_str().is_empty() {
+        return Err("is empty: write the database file, like \"data/posts.db\"".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(format!(
+                "`{shown}` is a directory: name a database file in it"
+            ));
+        }
+        Ok(m) if m.len() > 0 => {
+            use std::io::Read;
+            let mut head = [0u8; 16];
+            let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+            if read.is_err() || &head != b"SQLite format 3\0" {
+                return Err(format!(
+                    "`{shown}` exists and is not a SQLite database; name another file"
+                ));
+            }
+        }
+        _ => {}
+    }
+    // the nearest directory that exists: it must be one, and writable
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    loop {
+        let here = dir.unwrap_or(Path::new("."));
+        match std::fs::metadata(here) {
+            Ok(m) if m.is_dir() => {
+                return rustix::fs::access(here, rustix::fs::Access::WRITE_OK).map_err(|e| {
+                    format!(
+                        "cannot write in `{}` ({e}): the database and its lock file go there",
+                        here.display()
+                    )
+                });
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "`{}` is a file, so `{shown}` cannot be created under it",
+                    here.display()
+                ));
+            }
+            Err(_) => dir = here.parent().filter(|d| !d.as_os_str().is_empty()),
+        }
+        if dir.is_none() && here == Path::new(".") {
+            return Err(format!("no directory of `{shown}` exists"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_names() {
+        assert_eq!(names("/posts/{id}/c/{ x }/{{lit}}/{a_b}"), ["id", "a_b"]);
+        assert_eq!(names("{}{"), Vec::<&str>::new());
+    }
+}
