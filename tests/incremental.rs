@@ -171,3 +171,159 @@ async fn since_overrides_the_mark_and_full_refresh_starts_over() {
     );
     assert_posts(&dir.path().join("out.db"), "posts", &api).await;
 }
+
+/// A failure after some batches: the committed batches saved a pending mark,
+/// the mark itself stays; the rerun resumes and then promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_some_batches_keeps_a_pending_mark() {
+    let api = mock(100).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = PIPELINE
+        .replace("total = \"header:X-Total-Count\"", "")
+        .replace(
+            "[source.pagination]",
+            "concurrency = 1\n[source.retry]\nmax_attempts = 1\n[source.pagination]",
+        )
+        .replace(
+            "primary_key = [\"id\"]",
+            "primary_key = [\"id\"]\nbatch_size = 20",
+        );
+    let p = write(dir.path(), "inc.toml", &text);
+    let db = dir.path().join("out.db");
+    api.set_faults(ingest_mock::Faults {
+        broken: vec!["_page=4&".into()],
+        ..Default::default()
+    });
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM posts").await, 60);
+    let marks = rows(&db, "_ingest_marks", "pipeline").await;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    // post 60 is the largest committed cursor; no run has completed
+    assert_eq!(marks[0]["pending"], "2024-01-01T01:00:00Z", "{marks:?}");
+    assert_eq!(marks[0]["value"], serde_json::Value::Null, "{marks:?}");
+    api.set_faults(ingest_mock::Faults::default());
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("resuming the interrupted run"),
+        "{}",
+        out.stderr
+    );
+    assert_posts(&db, "posts", &api).await;
+    let marks = rows(&db, "_ingest_marks", "pipeline").await;
+    assert_eq!(marks[0]["value"], "2024-01-01T01:40:00Z", "{marks:?}");
+    assert_eq!(marks[0]["pending"], serde_json::Value::Null, "{marks:?}");
+}
+
+/// The mark never moves backwards: a later run whose records are all older
+/// (upstream shrank, or `--since` asked for an old window) keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mark_never_moves_backwards() {
+    let api = mock(50).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "inc.toml", PIPELINE);
+    let db = dir.path().join("out.db");
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    api.update(|d| d.posts = 20);
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "run",
+            p.to_str().unwrap_or(""),
+            "--since",
+            "2024-01-01T00:05:00Z",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let history = runs(
+        &ingest(
+            dir.path(),
+            &api.url(),
+            &["runs", p.to_str().unwrap_or(""), "--output", "json"],
+        )
+        .await,
+    );
+    // posts 5..=20 came, all older than the mark
+    assert_eq!(history[0]["records"], 16, "{history:?}");
+    let marks = rows(&db, "_ingest_marks", "pipeline").await;
+    assert_eq!(marks[0]["value"], "2024-01-01T00:50:00Z", "{marks:?}");
+}
+
+/// `--until` with `end_param`: every request carries the window's end, and
+/// only records before it land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_sends_the_end_param() {
+    let api = mock(60).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = PIPELINE.replace("lookback = \"10m\"", "end_param = \"updated_before\"");
+    let p = write(dir.path(), "inc.toml", &text);
+    let db = dir.path().join("out.db");
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &[
+            "run",
+            p.to_str().unwrap_or(""),
+            "--since",
+            "2024-01-01T00:10:00Z",
+            "--until",
+            "2024-01-01T00:30:00Z",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let reqs = api.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(
+            r.param("updated_before").as_deref(),
+            Some("2024-01-01T00:30:00Z"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.param("updated_since").as_deref(),
+            Some("2024-01-01T00:10:00Z"),
+            "{r:?}"
+        );
+    }
+    // posts 10..=29: since is inclusive, before exclusive
+    let ids: Vec<i64> = rows(&db, "posts", "id")
+        .await
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    assert_eq!(ids, (10..=29).collect::<Vec<_>>());
+}
+
+/// A numeric cursor: the mark is the largest id as the API sent it, and the
+/// next run asks from it minus the lookback's seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_cursors_end_to_end() {
+    let api = mock(45).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = PIPELINE
+        .replace("cursor_field = \"updatedAt\"", "cursor_field = \"id\"")
+        .replace("param = \"updated_since\"", "param = \"since_id\"")
+        .replace("initial = \"2020-01-01T00:00:00Z\"", "initial = \"0\"")
+        .replace("lookback = \"10m\"", "lookback = \"5s\"");
+    let p = write(dir.path(), "inc.toml", &text);
+    let db = dir.path().join("out.db");
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        api.requests()[0].param("since_id").as_deref(),
+        Some("0"),
+        "{out:?}"
+    );
+    // 45 beats 9: numbers compare as numbers, not as text
+    let marks = rows(&db, "_ingest_marks", "pipeline").await;
+    assert_eq!(marks[0]["value"], "45", "{marks:?}");
+    api.clear_requests();
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(api.requests()[0].param("since_id").as_deref(), Some("40"));
+}

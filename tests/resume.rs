@@ -1,6 +1,8 @@
-//! Exactly-once resume: the real binary is killed with SIGKILL at seeded
-//! random moments, rerun to completion, and the table must equal the data:
-//! no row missing, none doubled, in append mode as well as merge mode.
+//! Exactly-once resume: the real binary is killed with SIGKILL after a
+//! seeded number of committed records, rerun to completion, and the table
+//! must equal the data: no row missing, none doubled, in every write mode,
+//! on the sequential and the concurrent path, with partitions and with
+//! incremental marks.
 
 mod common;
 
@@ -24,21 +26,45 @@ fn moments(seed: u64, n: usize, lo: u64, hi: u64) -> Vec<u64> {
 }
 
 fn pipeline(kind: &str, write_mode: &str) -> String {
-    let (path, records, pagination) = match kind {
+    let (path, records, pagination, extra) = match kind {
         "page_number" => (
             "/posts",
             "",
             "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"",
+            "concurrency = 1",
+        ),
+        // the path the examples take: pages 2.. fetched four at a time
+        "concurrent" => (
+            "/posts",
+            "",
+            "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"",
+            "concurrency = 4",
+        ),
+        // 40 partitions (one per user), three walked at a time
+        "partitions" => (
+            "/posts",
+            "",
+            "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5",
+            "concurrency = 3\n[source.partition]\nkind = \"range\"\nparam = \"userId\"\nstart = 1\nend = 40\nstep = 1",
+        ),
+        // incremental marks on the concurrent path
+        "incremental" => (
+            "/posts",
+            "",
+            "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"",
+            "concurrency = 4\n[source.incremental]\ncursor_field = \"updatedAt\"\nparam = \"updated_since\"\ninitial = \"2000-01-01T00:00:00Z\"",
         ),
         "cursor" => (
             "/stripe/posts?limit=10",
             "data",
             "kind = \"cursor\"\ncursor = \"last_record:id\"\nparam = \"starting_after\"\nhas_more = \"has_more\"",
+            "concurrency = 1",
         ),
         _ => (
             "/next/posts?limit=10",
             "results",
             "kind = \"next_url\"\nnext = \"next\"",
+            "concurrency = 1",
         ),
     };
     let pk = if write_mode == "merge" {
@@ -47,18 +73,43 @@ fn pipeline(kind: &str, write_mode: &str) -> String {
         ""
     };
     format!(
-        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"{path}\"\nrecords = \"{records}\"\nconcurrency = 1\n\
+        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"{path}\"\nrecords = \"{records}\"\n{extra}\n\
          [source.pagination]\n{pagination}\n\
          [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"{write_mode}\"\nbatch_size = 20\n{pk}\n"
     )
 }
 
+/// Records committed so far by the run of process `pid` (0 before its first
+/// commit, or before the database exists).
+async fn committed(db: &std::path::Path, pid: u32) -> i64 {
+    use sqlx::Connection;
+    if !db.exists() {
+        return 0;
+    }
+    let Ok(mut conn) =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await
+    else {
+        return 0;
+    };
+    sqlx::query_scalar::<_, i64>(
+        "SELECT records FROM _ingest_runs WHERE pid = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(i64::from(pid))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap_or(0)
+}
+
+/// Three runs, each SIGKILLed once it has committed a seeded number of
+/// records (a condition, not a sleep), then a run to the end: the table must
+/// equal the data, every kill must have come after a commit that left
+/// resume state, and the last run must have resumed from it.
 async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
-    // 400 posts, 40 pages, 30 ms each, one at a time: a run takes about 1.2 s,
-    // more than the three kills (at most 300 ms each) can let it do
+    // 400 posts in pages of 10 (5 for partitions), 40 ms a response: a run
+    // takes far longer than the 20-100 records each kill waits for
     let api = MockApi::start(MockConfig {
         posts: 400,
-        delay: Duration::from_millis(30),
+        delay: Duration::from_millis(40),
         ..MockConfig::default()
     })
     .await
@@ -66,26 +117,61 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = write(dir.path(), "p.toml", &pipeline(kind, write_mode));
     let db = dir.path().join("out.db");
-    let kills = moments(seed, 3, 60, 300);
-    for (i, ms) in kills.iter().enumerate() {
+    let kills = moments(seed, 3, 20, 100);
+    let mut pending_marks = 0;
+    for (i, at) in kills.iter().enumerate() {
         let mut child = spawn_ingest(
             dir.path(),
             &api.url(),
             &["run", p.to_str().unwrap_or(""), "-q"],
         );
-        tokio::time::sleep(Duration::from_millis(*ms)).await;
-        let finished = child.try_wait().ok().flatten().is_some();
-        assert!(
-            !finished,
-            "{kind}/{write_mode}: run {i} finished before the kill at {ms} ms; slow the mock down"
-        );
+        let pid = child.id().unwrap_or(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if committed(&db, pid).await >= *at as i64 {
+                break;
+            }
+            let finished = child.try_wait().ok().flatten().is_some();
+            assert!(
+                !finished,
+                "{kind}/{write_mode}: run {i} finished before {at} records were committed"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind}/{write_mode}: run {i} committed fewer than {at} records in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         child.start_kill().unwrap_or_else(|e| panic!("{e}"));
         let _ = child.wait().await;
+        // something was committed, and with it the point to resume from
+        assert!(committed(&db, pid).await >= *at as i64);
+        let saved = scalar(
+            &db,
+            "SELECT count(*) FROM _ingest_state WHERE resume IS NOT NULL",
+        )
+        .await;
+        assert!(
+            saved >= 1,
+            "{kind}/{write_mode}: run {i} left no resume point"
+        );
+        if kind == "incremental" {
+            pending_marks += scalar(
+                &db,
+                "SELECT count(*) FROM _ingest_marks WHERE pending IS NOT NULL AND value IS NULL",
+            )
+            .await;
+        }
     }
     let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
     assert_eq!(
         out.code, 0,
-        "{kind}/{write_mode} (kills at {kills:?} ms): {out:?}"
+        "{kind}/{write_mode} (kills after {kills:?} records): {out:?}"
+    );
+    assert!(
+        out.stderr.contains("resuming the interrupted run"),
+        "{kind}/{write_mode}: the last run did not resume: {}",
+        out.stderr
     );
     // every row once, every column as served
     let got = rows(&db, "posts", "id, rowid").await;
@@ -93,9 +179,35 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
     assert_eq!(
         got.len(),
         want.len(),
-        "{kind}/{write_mode}: kills at {kills:?} ms"
+        "{kind}/{write_mode}: kills after {kills:?} records"
     );
-    assert_eq!(got, want, "{kind}/{write_mode}: kills at {kills:?} ms");
+    assert_eq!(
+        got, want,
+        "{kind}/{write_mode}: kills after {kills:?} records"
+    );
+    if write_mode == "replace" {
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE '_ingest_staging%'"
+            )
+            .await,
+            0
+        );
+    }
+    if kind == "incremental" {
+        // the killed runs saved a pending mark; the completed one promoted it
+        assert_eq!(pending_marks, 3, "the killed runs left no pending mark");
+        let last = api
+            .dataset()
+            .all_posts()
+            .last()
+            .map(|p| p["updatedAt"].clone());
+        let mark: Vec<serde_json::Value> = rows(&db, "_ingest_marks", "pipeline").await;
+        assert_eq!(mark.len(), 1);
+        assert_eq!(Some(mark[0]["value"].clone()), last, "{mark:?}");
+        assert_eq!(mark[0]["pending"], serde_json::Value::Null);
+    }
     // the interrupted runs are recorded as killed, the last one as done
     let statuses = ingest(
         dir.path(),
@@ -108,20 +220,17 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
     assert_eq!(
         runs.first().map(|r| r["status"].clone()),
         Some("done".into()),
         "{runs:?}"
     );
     assert!(
-        runs.iter().skip(1).all(|r| r["status"] == "killed"),
+        runs.iter()
+            .skip(1)
+            .all(|r| r["status"] == "killed" && r["records"].as_i64() > Some(0)),
         "{runs:?}"
-    );
-    assert!(
-        out.stderr.contains("resuming the interrupted run")
-            || runs.iter().skip(1).all(|r| r["records"] == 0),
-        "{}",
-        out.stderr
     );
 }
 
@@ -133,6 +242,36 @@ async fn page_number_append() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_merge() {
     killed_and_resumed("page_number", "merge", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pages_append() {
+    killed_and_resumed("concurrent", "append", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pages_merge() {
+    killed_and_resumed("concurrent", "merge", 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pages_replace() {
+    killed_and_resumed("concurrent", "replace", 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_append() {
+    killed_and_resumed("partitions", "append", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_replace() {
+    killed_and_resumed("partitions", "replace", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_marks_merge() {
+    killed_and_resumed("incremental", "merge", 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,6 +586,7 @@ impl Selection {
 /// Parameters that steer paging and are never field filters.
 const CONTROL: &[&str] = &[
     "_page",
+    "since_id",
     "_limit",
     "_start",
     "_end",
@@ -605,11 +606,13 @@ const CONTROL: &[&str] = &[
 fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
     let since = q.get("updated_since");
     let before = q.get("updated_before");
+    // a numeric cursor: ids from this one on
+    let since_id: Option<u64> = q.get("since_id").and_then(|v| v.parse().ok());
     let filters: Vec<(&String, &String)> = q
         .iter()
         .filter(|(k, _)| !CONTROL.contains(&k.as_str()))
         .collect();
-    if since.is_none() && before.is_none() && filters.is_empty() {
+    if since.is_none() && before.is_none() && since_id.is_none() && filters.is_empty() {
         return Selection::Range(1, d.posts);
     }
     let ids = (1..=d.posts)
@@ -617,6 +620,7 @@ fn select(d: &Dataset, q: &HashMap<String, String>) -> Selection {
             let post = d.post(id);
             let updated = post["updatedAt"].as_str().unwrap_or("");
             since.is_none_or(|s| updated >= s.as_str())
+                && since_id.is_none_or(|n| id >= n)
                 && before.is_none_or(|b| updated < b.as_str())
                 && filters.iter().all(|(k, v)| match &post[k.as_str()] {
                     Value::String(s) => s == *v,
