@@ -822,3 +822,85 @@ async fn fractional_retry_after_and_retry_after_ms_are_honoured() {
         "retry-after-ms: 300 waited {w:?}"
     );
 }
+
+/// Fields that appear in later batches add columns with the types the sink
+/// infers, and earlier rows keep NULL there (one batch per page: no timing).
+#[tokio::test]
+async fn later_batches_add_columns_with_inferred_types() {
+    let (_dir, db) = land(&[
+        r#"[{"id": 1, "a": 10}]"#,
+        r#"[{"id": 2, "a": 20, "b": "two"}]"#,
+        r#"[{"id": 3, "c": 1.5, "d": {"x": [1]}, "e": true}, {"id": 4, "c": 2, "B": null}]"#,
+    ])
+    .await;
+    assert_eq!(
+        columns(&db, "t").await,
+        [
+            ("id", "INTEGER"),
+            ("a", "INTEGER"),
+            ("b", "TEXT"),
+            ("c", "REAL"),
+            ("d", "TEXT"),
+            ("e", "INTEGER"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let got = typed_rows(&db, "t", "id").await;
+    assert_eq!(got[0]["b"], Value::Null);
+    assert_eq!(got[1]["b"], json!("two"));
+    assert_eq!(got[2]["c"], json!(1.5));
+    assert_eq!(got[3]["c"], json!(2.0));
+    assert_eq!(got[2]["d"], json!("{\"x\":[1]}"));
+    assert_eq!(got[2]["e"], json!(1));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM _ingest_runs WHERE status = 'done'"
+        )
+        .await,
+        1
+    );
+}
+
+/// The peak of requests in flight, as the mock saw it, for a pipeline over
+/// `/posts` (200 posts, 20 ms a response).
+async fn peak(pagination: &str, source: &str) -> u64 {
+    let api = mock(200).await;
+    api.set_delay(std::time::Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n{source}\n\
+         [source.pagination]\n{pagination}\n\
+         [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"append\"\n"
+    );
+    let p = write(dir.path(), "p.toml", &text);
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["run", p.to_str().unwrap_or(""), "-q"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+    api.peak_in_flight()
+}
+
+const PAGES: &str = "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"";
+
+#[tokio::test]
+async fn concurrency_is_what_the_mock_sees() {
+    // concurrent pages of one walk: up to `concurrency`, and more than one
+    let p = peak(PAGES, "concurrency = 4").await;
+    assert!((2..=4).contains(&p), "concurrent pages: {p} in flight");
+    let p = peak(PAGES, "concurrency = 1").await;
+    assert_eq!(p, 1, "concurrency = 1: {p} in flight");
+    // 20 partitions (one per user), sequential walks: `concurrency` at a time
+    let users =
+        "[source.partition]\nkind = \"range\"\nparam = \"userId\"\nstart = 1\nend = 20\nstep = 1";
+    let sequential = "kind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5";
+    let p = peak(sequential, &format!("concurrency = 3\n{users}")).await;
+    assert!((2..=3).contains(&p), "partitions: {p} in flight");
+    // partitions whose pages are fetched concurrently share the source's cap
+    let p = peak(PAGES, &format!("concurrency = 2\n{users}")).await;
+    assert_eq!(p, 2, "shared cap: {p} in flight");
+}

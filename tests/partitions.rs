@@ -241,6 +241,10 @@ async fn overlapping_run_is_refused_and_touches_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(
+        api.requests().len() >= 2,
+        "the first run sent no request in 2 s"
+    );
     assert!(lock.exists());
     let second = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
     assert_eq!(second.code, 75, "{second:?}");

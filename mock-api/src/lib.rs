@@ -337,13 +337,19 @@ fn router(shared: S) -> Router {
         .with_state(shared)
 }
 
-/// Counts the requests in flight around [`handle`].
+/// Counts the requests in flight around [`handle`]; a request whose client
+/// went away stops counting when the server drops it.
 async fn observe(State(s): State<S>, req: Request, next: Next) -> Response {
+    struct InFlight(S);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     s.peak_in_flight.fetch_max(now, Ordering::SeqCst);
-    let resp = handle(s.clone(), req, next).await;
-    s.in_flight.fetch_sub(1, Ordering::SeqCst);
-    resp
+    let _guard = InFlight(s.clone());
+    handle(s, req, next).await
 }
 
 /// Logs each request, applies the faults and the delay, counts served
