@@ -536,10 +536,13 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
 fn check_window(p: &Pipeline, window: &Window) -> Result<(), Error> {
     if let Some(cfg) = &p.source.partition {
         partition::count(cfg, window).map_err(|(k, m)| {
-            usage(
-                p,
-                format!("source.partition.{k}: {m}").replace("source.partition.--", "--"),
-            )
+            // a bound from the command line is named as its flag
+            let at = if k.starts_with("--") {
+                k.to_string()
+            } else {
+                format!("source.partition.{k}")
+            };
+            usage(p, format!("{at}: {m}"))
         })?;
     }
     if !matches!(p.source.partition, Some(PartitionConfig::Dates(_))) {

@@ -44,22 +44,32 @@ async fn ids(db: &std::path::Path) -> Vec<i64> {
         .collect()
 }
 
+/// Write `text` as `p.toml` in a new directory and run `ingest run` on it
+/// (with `args` after the file) against `api`, with `env` set.
+async fn run_text(
+    api: &str,
+    text: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, Out) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "p.toml", text);
+    let mut all = vec!["run", p.to_str().unwrap_or("")];
+    all.extend_from_slice(args);
+    let out = ingest_env(dir.path(), api, &all, env).await;
+    (dir, out)
+}
+
 const KEY: &str = "SuperSecretKey42";
 const HDR: &str = "HeaderSecret-7";
 
 /// Auth in a header, and a secret in `headers`: what each listener received.
 async fn credentials_across(home: &MockApi, away: &MockApi, path: &str, pagination: &str) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let extra = "headers = { \"X-Secret\" = \"${env:HDR}\" }\n[source.auth]\nkind = \"api_key\"\nname = \"X-Api-Key\"\nvalue = \"${env:KEY}\"\nin = \"header\"";
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &edge_pipeline(path, extra, pagination, "write = \"append\""),
-    );
-    let out = ingest_env(
-        dir.path(),
+    let (dir, out) = run_text(
         &home.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
+        &edge_pipeline(path, extra, pagination, "write = \"append\""),
+        &["-q"],
         &[("KEY", KEY), ("HDR", HDR)],
     )
     .await;
@@ -98,17 +108,11 @@ async fn a_same_origin_redirect_keeps_the_credentials() {
         vec![Canned::status(307).header("location", "/edge/moved")],
     );
     home.can("/edge/moved", vec![page(&[1, 2], None)]);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let extra = "[source.auth]\nkind = \"bearer\"\ntoken = \"${env:KEY}\"";
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &edge_pipeline("/edge/start", extra, NEXT, ""),
-    );
-    let out = ingest_env(
-        dir.path(),
+    let (_dir, out) = run_text(
         &home.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
+        &edge_pipeline("/edge/start", extra, NEXT, ""),
+        &["-q"],
         &[("KEY", KEY)],
     )
     .await;
@@ -162,17 +166,11 @@ async fn a_query_key_stays_home_across_redirects_and_links() {
         vec![Canned::status(302).header("location", &format!("{}/edge/q3", away.url()))],
     );
     away.can("/edge/q3", vec![page(&[2], None)]);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let extra = "[source.auth]\nkind = \"api_key\"\nname = \"api_key\"\nvalue = \"${env:KEY}\"\nin = \"query\"";
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &edge_pipeline("/edge/q1", extra, NEXT, ""),
-    );
-    let out = ingest_env(
-        dir.path(),
+    let (dir, out) = run_text(
         &home.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
+        &edge_pipeline("/edge/q1", extra, NEXT, ""),
+        &["-q"],
         &[("KEY", KEY)],
     )
     .await;
@@ -196,16 +194,10 @@ async fn a_query_key_stays_home_across_redirects_and_links() {
 /// or stored.
 async fn echoed(auth: &str, env: &[(&str, &str)]) -> String {
     let api = mock(0).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &edge_pipeline("/edge/echo", &format!("[source.auth]\n{auth}"), NEXT, ""),
-    );
-    let out = ingest_env(
-        dir.path(),
+    let (dir, out) = run_text(
         &api.url(),
-        &["run", p.to_str().unwrap_or(""), "--output", "json"],
+        &edge_pipeline("/edge/echo", &format!("[source.auth]\n{auth}"), NEXT, ""),
+        &["--output", "json"],
         env,
     )
     .await;
@@ -252,6 +244,21 @@ async fn basic_auth_and_short_keys_are_masked() {
     )
     .await;
     assert!(!all.contains("k=q7"), "a two-character key leaked: {all}");
+    let key = "k%y v+/=";
+    let all = echoed(
+        "kind = \"api_key\"\nname = \"k\"\nvalue = \"${env:KEY}\"\nin = \"query\"",
+        &[("KEY", key)],
+    )
+    .await;
+    for form in [key, "k%y v%2B", "k%25y", "k%y+v"] {
+        assert!(!all.contains(form), "`{form}` leaked: {all}");
+    }
+    let all = echoed(
+        "kind = \"api_key\"\nname = \"X-Api-Key\"\nvalue = \"${env:KEY}\"\nin = \"header\"",
+        &[("KEY", "hdr secret/=+")],
+    )
+    .await;
+    assert!(!all.contains("hdr secret"), "a header key leaked: {all}");
 }
 
 /// A page-number walk of `/posts`, 10 a page, one page at a time.
@@ -401,16 +408,11 @@ async fn land(pages: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
             ))],
         );
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = write(
-        dir.path(),
-        "p.toml",
-        &edge_pipeline("/edge/v0", "", NEXT, "batch_size = 1"),
-    );
-    let out = ingest(
-        dir.path(),
+    let (dir, out) = run_text(
         &api.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
+        &edge_pipeline("/edge/v0", "", NEXT, "batch_size = 1"),
+        &["-q"],
+        &[],
     )
     .await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -766,13 +768,13 @@ async fn the_ledger_tells_the_truth_about_locks_and_dead_runs() {
 #[tokio::test]
 async fn a_refused_request_says_a_rerun_will_not_fix_it() {
     let api = mock(0).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = write(
-        dir.path(),
-        "p.toml",
+    let (_dir, out) = run_text(
+        &api.url(),
         &edge_pipeline("/edge/echo", "", NEXT, ""),
-    );
-    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+        &[],
+        &[],
+    )
+    .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("HTTP 401"), "{}", out.stderr);
     assert!(
@@ -790,18 +792,11 @@ async fn waited_after(header: &str, value: &str) -> std::time::Duration {
         "/edge/slow",
         vec![Canned::status(429).header(header, value), page(&[1], None)],
     );
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let text = edge_pipeline("/edge/slow", "", NEXT, "").replace(
         "max_attempts = 1",
         "max_attempts = 3\ninitial_delay = \"1ms\"\njitter = false",
     );
-    let p = write(dir.path(), "p.toml", &text);
-    let out = ingest(
-        dir.path(),
-        &api.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
-    )
-    .await;
+    let (_dir, out) = run_text(&api.url(), &text, &["-q"], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     let reqs = api.requests();
     assert_eq!(reqs.len(), 2, "{reqs:?}");
@@ -867,19 +862,12 @@ async fn later_batches_add_columns_with_inferred_types() {
 async fn peak(pagination: &str, source: &str) -> u64 {
     let api = mock(200).await;
     api.set_delay(std::time::Duration::from_millis(20));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n{source}\n\
          [source.pagination]\n{pagination}\n\
          [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"append\"\n"
     );
-    let p = write(dir.path(), "p.toml", &text);
-    let out = ingest(
-        dir.path(),
-        &api.url(),
-        &["run", p.to_str().unwrap_or(""), "-q"],
-    )
-    .await;
+    let (dir, out) = run_text(&api.url(), &text, &["-q"], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_posts(&dir.path().join("out.db"), "posts", &api).await;
     api.peak_in_flight()

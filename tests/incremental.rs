@@ -28,11 +28,18 @@ write = "merge"
 primary_key = ["id"]
 "#;
 
-fn runs(out: &Out) -> Vec<serde_json::Value> {
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+/// The run history of pipeline `p`, newest first (`ingest runs --output json`).
+async fn runs(dir: &std::path::Path, api: &str, p: &std::path::Path) -> Vec<serde_json::Value> {
+    ingest(
+        dir,
+        api,
+        &["runs", p.to_str().unwrap_or(""), "--output", "json"],
+    )
+    .await
+    .stdout
+    .lines()
+    .filter_map(|l| serde_json::from_str(l).ok())
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,14 +82,7 @@ async fn second_run_asks_from_the_mark() {
     );
     assert_posts(&db, "posts", &api).await;
     // posts 40..=54 (lookback + new) and the 3 revised ones
-    let history = runs(
-        &ingest(
-            dir.path(),
-            &api.url(),
-            &["runs", p.to_str().unwrap_or(""), "--output", "json"],
-        )
-        .await,
-    );
+    let history = runs(dir.path(), &api.url(), &p).await;
     assert_eq!(history.len(), 2);
     assert_eq!(history[0]["records"], 18, "{history:?}");
     assert_eq!(history[1]["records"], 50, "{history:?}");
@@ -239,14 +239,7 @@ async fn the_mark_never_moves_backwards() {
     )
     .await;
     assert_eq!(out.code, 0, "{out:?}");
-    let history = runs(
-        &ingest(
-            dir.path(),
-            &api.url(),
-            &["runs", p.to_str().unwrap_or(""), "--output", "json"],
-        )
-        .await,
-    );
+    let history = runs(dir.path(), &api.url(), &p).await;
     // posts 5..=20 came, all older than the mark
     assert_eq!(history[0]["records"], 16, "{history:?}");
     let marks = rows(&db, "_ingest_marks", "pipeline").await;

@@ -62,11 +62,14 @@ pub(crate) async fn serve(State(s): State<S>, req: Request) -> Response {
     };
     if path == "/edge/echo" {
         // a server that quotes the query back in its error, as sent
-        let auth = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let auth = format!("{} {}", header("authorization"), header("x-api-key"));
         // re-encoded the way some servers do: `+` and `=` escaped, `/` not,
         // once with upper-case hex and once with lower-case
         let query = req.uri().query().unwrap_or("");
