@@ -281,6 +281,24 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let r = measure(n);
+    report(n, &r);
+}
+
+/// Every run of the bench, measured.
+struct Results {
+    fetch: Measure,
+    write: Measure,
+    total: Measure,
+    small: Measure,
+    no_total: Measure,
+    cursor: Measure,
+    latency: Measure,
+    slow_n: u64,
+}
+
+/// Start the mock APIs and measure the floors and every ingest run.
+fn measure(n: u64) -> Results {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let db = |name: &str| dir.path().join(format!("{name}.db"));
 
@@ -326,8 +344,31 @@ fn main() {
         None,
     );
     drop(slow);
-    let ideal = (slow_n / PAGE) as f64 * 0.020 / 16.0;
+    Results {
+        fetch,
+        write,
+        total,
+        small,
+        no_total,
+        cursor,
+        latency,
+        slow_n,
+    }
+}
 
+/// Print the table, each run beside its baseline.
+fn report(n: u64, r: &Results) {
+    let Results {
+        fetch,
+        write,
+        total,
+        small,
+        no_total,
+        cursor,
+        latency,
+        slow_n,
+    } = *r;
+    let ideal = (slow_n / PAGE) as f64 * 0.020 / 16.0;
     let floor = fetch.seconds.max(write.seconds);
     println!();
     println!(
@@ -391,6 +432,19 @@ fn main() {
             latency.seconds / ideal
         ),
     );
+    check_counts(n, r);
+}
+
+/// Warn when a run did not write every record it should have.
+fn check_counts(n: u64, r: &Results) {
+    let Results {
+        total,
+        no_total,
+        cursor,
+        latency,
+        slow_n,
+        ..
+    } = *r;
     for (name, m) in [
         ("page_number, known total", total),
         ("no total", no_total),

@@ -2,6 +2,9 @@
 //! mimalloc, which parses pages of JSON half again as fast as the system
 //! allocator (`make bench`).
 
+// The unsafe code of this module is documented at each block (SAFETY).
+#![allow(unsafe_code)]
+
 /// `mi_option_purge_delay` in mimalloc.h (v3), which libmimalloc-sys does not
 /// name; its default there is 1,000 ms.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

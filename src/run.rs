@@ -211,28 +211,11 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Run one pipeline to the end (or to its first failure).
+/// Run one pipeline to the end (or to its first failure): check the flags,
+/// take the lock, plan the walks, walk, batch, commit, finish.
 pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let started = Instant::now();
-    let dates = matches!(p.source.partition, Some(PartitionConfig::Dates(_)));
-    let incremental = p.source.incremental.as_ref();
-    if (opts.window.since.is_some() || opts.window.until.is_some())
-        && !dates
-        && incremental.is_none()
-    {
-        return Err(usage(
-            p,
-            "--since/--until need a `dates` partition or [source.incremental]".into(),
-        ));
-    }
-    if opts.window.until.is_some() && !dates && incremental.is_some_and(|i| i.end_param.is_none()) {
-        return Err(usage(
-            p,
-            "--until needs `source.incremental.end_param`, the query parameter of the window's end"
-                .into(),
-        ));
-    }
-    check_window(p, &opts.window)?;
+    check_flags(p, &opts.window)?;
     let chain = Chain::build(&p.transforms)
         .map_err(|(i, k, m)| usage(p, format!("transform[{i}].{k}: {m}")))?;
     let mut source = Source::new(&p.source, p.secrets.clone())?;
@@ -241,7 +224,104 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     // one run per pipeline and database at a time (cron overlapping itself)
     let _lock = lock_pipeline(&p.sink.path, &p.name)?;
     let mut sink = SqliteSink::open(&p.sink, &p.name).await?;
+    let plan = plan(p, opts, &mut source, &mut sink).await?;
+    let run_id = sink.begin_run(plan.refresh, plan.fresh).await?;
+    tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = plan.walks.len(), resumed = plan.resumed, "run started");
 
+    let (rx, producer) = walk(
+        &source,
+        plan.walks,
+        p.source.concurrency,
+        opts.shutdown.clone(),
+    );
+    let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone());
+    let cursor_field = p.source.incremental.as_ref().map(|i| &i.cursor_field);
+    let mut failure = batch(&chain, cursor_field, p.sink.batch_size, rx, wtx).await;
+    producer.abort();
+    let _ = producer.await;
+    let (mut sink, progress, written) = writer.await.map_err(|e| {
+        Error::Sink(crate::sink::SinkError::Schema(format!(
+            "the writer task failed: {e}"
+        )))
+    })?;
+    if let Err(e) = written {
+        // a write failure outranks the source's: it is why rows are missing
+        failure = Some(e);
+    }
+    let stop = opts.shutdown.requested();
+    let (status, error) = match (&failure, stop) {
+        (Some(e), _) => ("failed", Some(p.secrets.redact(&e.to_string()))),
+        (None, Some(_)) => ("interrupted", None),
+        (None, None) => ("done", None),
+    };
+    let retries = metrics.retries.load(Ordering::Relaxed);
+    sink.finish(status, error.as_deref(), retries).await?;
+    let report = RunReport {
+        pipeline: p.name.clone(),
+        status: status.to_string(),
+        run_id,
+        pages: progress.pages,
+        records: progress.records,
+        fetched: metrics.records.load(Ordering::Relaxed),
+        rejects: progress.rejects,
+        requests: metrics.requests.load(Ordering::Relaxed),
+        retries,
+        resumed: plan.resumed,
+        seconds: started.elapsed().as_secs_f64(),
+        database: p.sink.path.display().to_string(),
+        table: p.sink.table.clone(),
+        error,
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    match (failure, stop) {
+        (Some(e), _) => Err(e),
+        (None, Some((name, code))) => Err(Error::Interrupted { name, code }),
+        (None, None) => Ok(report),
+    }
+}
+
+/// `--since`/`--until` fit the pipeline: a `dates` partition or an
+/// incremental source, `end_param` for `--until`, and a window that parses.
+fn check_flags(p: &Pipeline, window: &Window) -> Result<(), Error> {
+    let dates = matches!(p.source.partition, Some(PartitionConfig::Dates(_)));
+    let incremental = p.source.incremental.as_ref();
+    if (window.since.is_some() || window.until.is_some()) && !dates && incremental.is_none() {
+        return Err(usage(
+            p,
+            "--since/--until need a `dates` partition or [source.incremental]".into(),
+        ));
+    }
+    if window.until.is_some() && !dates && incremental.is_some_and(|i| i.end_param.is_none()) {
+        return Err(usage(
+            p,
+            "--until needs `source.incremental.end_param`, the query parameter of the window's end"
+                .into(),
+        ));
+    }
+    check_window(p, window)
+}
+
+/// One walk of a run: a partition and where it resumes.
+type Walk = (Partition, Option<Resume>);
+
+/// What a run will do: its walks (each partition from its saved resume
+/// point or from the start), whether it is a staged refresh, and whether
+/// it starts anew.
+struct Plan {
+    walks: Vec<Walk>,
+    resumed: u64,
+    refresh: bool,
+    fresh: bool,
+}
+
+/// Read the ledger and plan the walks: finish an interrupted refresh, start
+/// a new one, resume saved positions whose settings still hold.
+async fn plan(
+    p: &Pipeline,
+    opts: &RunOptions,
+    source: &mut Source,
+    sink: &mut SqliteSink,
+) -> Result<Plan, Error> {
     // a --full-refresh that was interrupted is finished by the next run,
     // into the same staging table, whatever that run's flags
     let continued = !opts.full_refresh && sink.pending_refresh().await?.is_some();
@@ -255,8 +335,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     // are upserted into the live table; elsewhere that would double them
     let restartable = p.sink.write == WriteMode::Merge && !refresh;
     source.restart_expired(restartable);
-
-    let mut saved = if opts.full_refresh {
+    let saved = if opts.full_refresh {
         sink.start_refresh().await?;
         IndexMap::new()
     } else {
@@ -264,26 +343,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     };
     // with no saved state at all this is a new load (a staged one starts empty)
     let fresh = saved.is_empty();
-
-    // the incremental parameter: --since, or the mark minus the lookback
-    let mut extra: Vec<(String, String)> = Vec::new();
-    if let Some(inc) = incremental {
-        let marks = sink.load_marks(&inc.cursor_field.to_string()).await?;
-        let from = match (&opts.window.since, refresh) {
-            (Some(since), _) => since.clone(),
-            (None, false) if marks.value.is_some() => {
-                let mark = marks.value.clone().unwrap_or_default();
-                crate::source::incremental::with_lookback(&mark, inc.lookback)
-            }
-            _ => inc.initial.0.clone(),
-        };
-        tracing::info!(param = %inc.param, value = %from, "incremental sync from the mark");
-        extra.push((inc.param.clone(), from));
-        if let (Some(until), Some(end)) = (&opts.window.until, &inc.end_param) {
-            extra.push((end.clone(), until.clone()));
-        }
-    }
-
+    let extra = incremental_params(p, opts, sink, refresh).await?;
     let partitions = match &p.source.partition {
         None => vec![Partition::default()],
         Some(cfg) => {
@@ -295,25 +355,70 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                 .map_err(|m| usage(p, format!("source.partition: {m}")))?
         }
     };
-    let mut walks: Vec<(Partition, Option<Resume>)> = Vec::new();
+    let (walks, resumed) = match_saved(p, source, partitions, &extra, saved, restartable, refresh)?;
+    Ok(Plan {
+        walks,
+        resumed,
+        refresh,
+        fresh,
+    })
+}
+
+/// The incremental parameters of every request: `--since`, or the mark
+/// minus the lookback (the initial value on a refresh), and `--until`.
+async fn incremental_params(
+    p: &Pipeline,
+    opts: &RunOptions,
+    sink: &mut SqliteSink,
+    refresh: bool,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut extra = Vec::new();
+    let Some(inc) = &p.source.incremental else {
+        return Ok(extra);
+    };
+    let marks = sink.load_marks(&inc.cursor_field.to_string()).await?;
+    let from = match (&opts.window.since, refresh) {
+        (Some(since), _) => since.clone(),
+        (None, false) if marks.value.is_some() => {
+            let mark = marks.value.clone().unwrap_or_default();
+            crate::source::incremental::with_lookback(&mark, inc.lookback)
+        }
+        _ => inc.initial.0.clone(),
+    };
+    tracing::info!(param = %inc.param, value = %from, "incremental sync from the mark");
+    extra.push((inc.param.clone(), from));
+    if let (Some(until), Some(end)) = (&opts.window.until, &inc.end_param) {
+        extra.push((end.clone(), until.clone()));
+    }
+    Ok(extra)
+}
+
+/// Pair each partition with its saved resume point. A point saved under
+/// other settings restarts its partition where that is safe (merge into the
+/// live table) and refuses the run elsewhere (exit 2), as do saved
+/// partitions a list/range/dates definition no longer has.
+fn match_saved(
+    p: &Pipeline,
+    source: &Source,
+    partitions: Vec<Partition>,
+    extra: &[(String, String)],
+    mut saved: IndexMap<String, Option<Resume>>,
+    restartable: bool,
+    refresh: bool,
+) -> Result<(Vec<Walk>, u64), Error> {
+    let mut walks: Vec<Walk> = Vec::new();
     let mut resumed = 0;
     let mut mismatched: Vec<String> = Vec::new();
     for mut part in partitions {
         part.params.extend(extra.iter().cloned());
+        let now = source.depends(&part);
         match saved.shift_remove(part.key.as_ref()) {
             Some(None) => {
                 tracing::info!(partition = %part.key, "already complete in the interrupted run; skipping")
             }
-            Some(Some(r))
-                if r.depends
-                    .as_ref()
-                    .is_some_and(|d| *d != source.depends(&part)) =>
-            {
-                let what = crate::source::changed(
-                    r.depends.as_deref().unwrap_or_default(),
-                    &source.depends(&part),
-                )
-                .join(", ");
+            Some(Some(r)) if r.depends.as_ref().is_some_and(|d| *d != now) => {
+                let what = crate::source::changed(r.depends.as_deref().unwrap_or_default(), &now)
+                    .join(", ");
                 if restartable {
                     tracing::warn!(partition = %part.key, changed = %what,
                         "the saved resume point was made with other settings; walking this partition again from the start (merge mode upserts, so nothing is doubled)");
@@ -347,107 +452,127 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                 .map(|k| format!("{} (no longer in the partition definition)", shown_key(k))),
         );
     }
-    if !mismatched.is_empty() {
-        mismatched.truncate(5);
-        return Err(usage(
-            p,
-            format!(
-                "the interrupted run saved resume points under other settings: {}. \
-                 Resuming them would lose or double rows in `{}` mode{}. Run with --full-refresh \
-                 to reload the table, or `ingest state reset` to forget the saved points \
-                 (the next run then starts over and may store rows again)",
-                mismatched.join("; "),
-                p.sink.write.name(),
-                if refresh {
-                    " with a staged refresh"
-                } else {
-                    ""
-                }
-            ),
-        ));
+    if mismatched.is_empty() {
+        return Ok((walks, resumed));
     }
-    let run_id = sink.begin_run(refresh, fresh).await?;
-    tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = walks.len(), resumed, "run started");
-
-    // producer: walk the partitions, `concurrency` of them at a time (the
-    // source's semaphore caps the requests of all of them together); the
-    // pages of one partition stay in order
-    let (tx, mut rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
-    let mut shutdown = opts.shutdown.clone();
-    let producer = {
-        let source = source.clone();
-        let width = p.source.concurrency.max(1);
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            let mut pages = futures::stream::iter(walks)
-                .map(move |(part, resume)| source.walk(part, resume))
-                .flatten_unordered(width);
-            loop {
-                let Ok(permit) = tx.reserve().await else {
-                    return;
-                };
-                tokio::select! {
-                    biased;
-                    _ = shutdown.wait() => return,
-                    item = pages.next() => match item {
-                        None => return,
-                        Some(Ok(page)) => permit.send(Ok(page)),
-                        Some(Err(e)) => {
-                            permit.send(Err(e.into()));
-                            return;
-                        }
-                    },
-                }
+    mismatched.truncate(5);
+    Err(usage(
+        p,
+        format!(
+            "the interrupted run saved resume points under other settings: {}. \
+             Resuming them would lose or double rows in `{}` mode{}. Run with --full-refresh \
+             to reload the table, or `ingest state reset` to forget the saved points \
+             (the next run then starts over and may store rows again)",
+            mismatched.join("; "),
+            p.sink.write.name(),
+            if refresh {
+                " with a staged refresh"
+            } else {
+                ""
             }
-        })
-    };
+        ),
+    ))
+}
 
-    // writer: owns the sink and commits one batch while the consumer gathers
-    // the next, so fetching and writing overlap
+/// The pages the producer sends, or the error that ended the walk.
+type Pages = mpsc::Receiver<Result<Page, Error>>;
+
+/// The producer: walk the partitions, `width` of them at a time (the
+/// source's semaphore caps the requests of all of them together); the pages
+/// of one partition stay in order. It reserves a channel slot before it asks
+/// for the next page: that is the backpressure.
+fn walk(
+    source: &Source,
+    walks: Vec<Walk>,
+    width: usize,
+    mut shutdown: Shutdown,
+) -> (Pages, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
+    let source = source.clone();
+    let producer = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut pages = futures::stream::iter(walks)
+            .map(move |(part, resume)| source.walk(part, resume))
+            .flatten_unordered(width.max(1));
+        loop {
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                item = pages.next() => match item {
+                    None => return,
+                    Some(Ok(page)) => permit.send(Ok(page)),
+                    Some(Err(e)) => {
+                        permit.send(Err(e.into()));
+                        return;
+                    }
+                },
+            }
+        }
+    });
+    (rx, producer)
+}
+
+/// What the writer task gives back: the sink, the counters, and how the
+/// writes went.
+type Written = (SqliteSink, Progress, Result<(), Error>);
+
+/// The writer: owns the sink and commits one batch while the consumer
+/// gathers the next, so fetching and writing overlap.
+fn spawn_writer(
+    mut sink: SqliteSink,
+    metrics: Arc<SourceMetrics>,
+    opts: RunOptions,
+) -> (mpsc::Sender<Batch>, tokio::task::JoinHandle<Written>) {
     let (wtx, mut wrx) = mpsc::channel::<Batch>(1);
-    let writer = {
-        let metrics = metrics.clone();
-        let opts = opts.clone();
-        tokio::spawn(async move {
-            let mut progress = Progress::default();
-            // where the writer's time goes: the first sign of which stage
-            // a run is waiting on (`-v`)
-            let (mut busy, mut idle, mut batches) = (Duration::ZERO, Duration::ZERO, 0u64);
-            let mut mark = std::time::Instant::now();
-            let mut longest = Duration::ZERO;
-            while let Some(b) = wrx.recv().await {
-                idle += mark.elapsed();
-                mark = std::time::Instant::now();
-                batches += 1;
-                if let Err(e) = commit(&mut sink, b, &mut progress, &metrics, &opts).await {
-                    return (sink, progress, Err(e));
-                }
-                busy += mark.elapsed();
-                longest = longest.max(mark.elapsed());
-                mark = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut progress = Progress::default();
+        // where the writer's time goes: the first sign of which stage a run
+        // is waiting on (`-v`)
+        let (mut busy, mut idle, mut batches) = (Duration::ZERO, Duration::ZERO, 0u64);
+        let mut mark = Instant::now();
+        let mut longest = Duration::ZERO;
+        while let Some(b) = wrx.recv().await {
+            idle += mark.elapsed();
+            mark = Instant::now();
+            batches += 1;
+            if let Err(e) = commit(&mut sink, b, &mut progress, &metrics, &opts).await {
+                return (sink, progress, Err(e));
             }
-            tracing::debug!(
-                batches,
-                busy = format!("{:.3}s", busy.as_secs_f64()),
-                waiting = format!("{:.3}s", idle.as_secs_f64()),
-                longest = format!("{:.1}ms", longest.as_secs_f64() * 1000.0),
-                "writer done"
-            );
-            (sink, progress, Ok(()))
-        })
-    };
+            busy += mark.elapsed();
+            longest = longest.max(mark.elapsed());
+            mark = Instant::now();
+        }
+        tracing::debug!(
+            batches,
+            busy = format!("{:.3}s", busy.as_secs_f64()),
+            waiting = format!("{:.3}s", idle.as_secs_f64()),
+            longest = format!("{:.1}ms", longest.as_secs_f64() * 1000.0),
+            "writer done"
+        );
+        (sink, progress, Ok(()))
+    });
+    (wtx, writer)
+}
 
-    // consumer: transforms and batches. It holds the writer's one slot while
-    // it gathers, so at most two batches exist: one written, one gathered.
-    // A batch goes when it is full, when the source ends or fails, or when
-    // no page came for LINGER.
-    let cursor_field = incremental.map(|i| &i.cursor_field);
+/// The consumer: transforms and batches. It holds the writer's one slot
+/// while it gathers, so at most two batches exist: one written, one
+/// gathered. A batch goes when it is full, when the source ends or fails,
+/// or when no page came for [`LINGER`]. Returns the source's failure.
+async fn batch(
+    chain: &Chain,
+    cursor_field: Option<&FieldPath>,
+    batch_size: usize,
+    mut rx: Pages,
+    wtx: mpsc::Sender<Batch>,
+) -> Option<Error> {
     let mut failure: Option<Error> = None;
-    let batch_size = p.sink.batch_size;
     let mut finished = false;
     while !finished {
         let Ok(slot) = wtx.reserve().await else {
-            break; // the writer stopped: its error is collected below
+            break; // the writer stopped: its error is collected by the caller
         };
         let mut batch = Batch::default();
         loop {
@@ -471,7 +596,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
                     break;
                 }
                 Some(Ok(page)) => {
-                    add_page(&chain, cursor_field, &mut batch, page);
+                    add_page(chain, cursor_field, &mut batch, page);
                     if batch.records.len() >= batch_size {
                         break;
                     }
@@ -482,53 +607,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
             slot.send(batch);
         }
     }
-    drop(wtx);
-    drop(rx);
-    producer.abort();
-    let _ = producer.await;
-    let (mut sink, progress, written) = match writer.await {
-        Ok(done) => done,
-        Err(e) => {
-            return Err(Error::Sink(crate::sink::SinkError::Schema(format!(
-                "the writer task failed: {e}"
-            ))));
-        }
-    };
-    if let Err(e) = written {
-        // a write failure outranks the source's: it is why rows are missing
-        failure = Some(e);
-    }
-
-    let stop = opts.shutdown.requested();
-    let (status, error) = match (&failure, stop) {
-        (Some(e), _) => ("failed", Some(p.secrets.redact(&e.to_string()))),
-        (None, Some(_)) => ("interrupted", None),
-        (None, None) => ("done", None),
-    };
-    let retries = metrics.retries.load(Ordering::Relaxed);
-    sink.finish(status, error.as_deref(), retries).await?;
-    let report = RunReport {
-        pipeline: p.name.clone(),
-        status: status.to_string(),
-        run_id,
-        pages: progress.pages,
-        records: progress.records,
-        fetched: metrics.records.load(Ordering::Relaxed),
-        rejects: progress.rejects,
-        requests: metrics.requests.load(Ordering::Relaxed),
-        retries,
-        resumed,
-        seconds: started.elapsed().as_secs_f64(),
-        database: p.sink.path.display().to_string(),
-        table: p.sink.table.clone(),
-        error,
-        peak_rss_bytes: peak_rss_bytes(),
-    };
-    match (failure, stop) {
-        (Some(e), _) => Err(e),
-        (None, Some((name, code))) => Err(Error::Interrupted { name, code }),
-        (None, None) => Ok(report),
-    }
+    failure
 }
 
 /// `--since`/`--until` must parse and make a window, checked before the

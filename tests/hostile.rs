@@ -118,8 +118,23 @@ async fn thousand(columns: &str, at_least_stored: usize) {
         "only {} stored",
         stored.len()
     );
-    // every reject names the page its record came from
-    for r in &rejects {
+    rejects_name_their_page(&rejects);
+    stored_as_sent(&stored, &sent);
+    rejects_say_why(&rejects, &sent, &stored, columns);
+    // the summary counts them and the database is sound
+    let report: Value = out
+        .stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    assert_eq!(report["rejects"], rejects.len() as u64);
+    let ok = rows(&db, "pragma_integrity_check", "1").await;
+    assert_eq!(ok, vec![serde_json::json!({"integrity_check": "ok"})]);
+}
+
+/// Every reject names the page its record came from.
+fn rejects_name_their_page(rejects: &[Value]) {
+    for r in rejects {
         let record: Value = r
             .get("record")
             .and_then(Value::as_str)
@@ -150,8 +165,11 @@ async fn thousand(columns: &str, at_least_stored: usize) {
             );
         }
     }
-    // every stored record is exactly what was sent, field by field
-    for row in &stored {
+}
+
+/// Every stored record is exactly what was sent, field by field.
+fn stored_as_sent(stored: &[serde_json::Map<String, Value>], sent: &[Value]) {
+    for row in stored {
         let hid = row.get("_hid").and_then(Value::as_u64).unwrap_or(u64::MAX);
         let want = sent
             .get(hid as usize)
@@ -171,7 +189,16 @@ async fn thousand(columns: &str, at_least_stored: usize) {
             );
         }
     }
-    // every reject says why; non-object records are among them
+}
+
+/// Every reject says why; non-object records are among them, and each kind
+/// of unstorable record is rejected for its own reason.
+fn rejects_say_why(
+    rejects: &[Value],
+    sent: &[Value],
+    stored: &[serde_json::Map<String, Value>],
+    columns: &str,
+) {
     assert!(
         rejects
             .iter()
@@ -227,15 +254,6 @@ async fn thousand(columns: &str, at_least_stored: usize) {
         // declared columns are checked first: twins of `plain` fail its conversion
         assert!(any("column `plain` (integer):") && any("does not convert"));
     }
-    // the summary counts them and the database is sound
-    let report: Value = out
-        .stdout
-        .lines()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_default();
-    assert_eq!(report["rejects"], rejects.len() as u64);
-    let ok = rows(&db, "pragma_integrity_check", "1").await;
-    assert_eq!(ok, vec![serde_json::json!({"integrity_check": "ok"})]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

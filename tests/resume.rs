@@ -100,6 +100,38 @@ async fn committed(db: &std::path::Path, pid: u32) -> i64 {
     .unwrap_or(0)
 }
 
+/// Run the pipeline `p` and SIGKILL it once it has committed `at` records
+/// (a condition, polled, with a deadline); then check that the commit left a
+/// resume point.
+async fn kill_after(dir: &std::path::Path, api: &str, p: &std::path::Path, at: i64, label: &str) {
+    let db = dir.join("out.db");
+    let mut child = spawn_ingest(dir, api, &["run", p.to_str().unwrap_or(""), "-q"]);
+    let pid = child.id().unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while committed(&db, pid).await < at {
+        let finished = child.try_wait().ok().flatten().is_some();
+        assert!(
+            !finished,
+            "{label}: finished before {at} records were committed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: committed fewer than {at} records in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait().await;
+    // something was committed, and with it the point to resume from
+    assert!(committed(&db, pid).await >= at);
+    let saved = scalar(
+        &db,
+        "SELECT count(*) FROM _ingest_state WHERE resume IS NOT NULL",
+    )
+    .await;
+    assert!(saved >= 1, "{label}: left no resume point");
+}
+
 /// Three runs, each SIGKILLed once it has committed a seeded number of
 /// records (a condition, not a sleep), then a run to the end: the table must
 /// equal the data, every kill must have come after a commit that left
@@ -120,41 +152,8 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
     let kills = moments(seed, 3, 20, 100);
     let mut pending_marks = 0;
     for (i, at) in kills.iter().enumerate() {
-        let mut child = spawn_ingest(
-            dir.path(),
-            &api.url(),
-            &["run", p.to_str().unwrap_or(""), "-q"],
-        );
-        let pid = child.id().unwrap_or(0);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if committed(&db, pid).await >= *at as i64 {
-                break;
-            }
-            let finished = child.try_wait().ok().flatten().is_some();
-            assert!(
-                !finished,
-                "{kind}/{write_mode}: run {i} finished before {at} records were committed"
-            );
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{kind}/{write_mode}: run {i} committed fewer than {at} records in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.start_kill().unwrap_or_else(|e| panic!("{e}"));
-        let _ = child.wait().await;
-        // something was committed, and with it the point to resume from
-        assert!(committed(&db, pid).await >= *at as i64);
-        let saved = scalar(
-            &db,
-            "SELECT count(*) FROM _ingest_state WHERE resume IS NOT NULL",
-        )
-        .await;
-        assert!(
-            saved >= 1,
-            "{kind}/{write_mode}: run {i} left no resume point"
-        );
+        let label = format!("{kind}/{write_mode} run {i}");
+        kill_after(dir.path(), &api.url(), &p, *at as i64, &label).await;
         if kind == "incremental" {
             pending_marks += scalar(
                 &db,
@@ -196,22 +195,30 @@ async fn killed_and_resumed(kind: &str, write_mode: &str, seed: u64) {
         );
     }
     if kind == "incremental" {
-        // the killed runs saved a pending mark; the completed one promoted it
-        assert_eq!(pending_marks, 3, "the killed runs left no pending mark");
-        let last = api
-            .dataset()
-            .all_posts()
-            .last()
-            .map(|p| p["updatedAt"].clone());
-        let mark: Vec<serde_json::Value> = rows(&db, "_ingest_marks", "pipeline").await;
-        assert_eq!(mark.len(), 1);
-        assert_eq!(Some(mark[0]["value"].clone()), last, "{mark:?}");
-        assert_eq!(mark[0]["pending"], serde_json::Value::Null);
+        assert_marks(&db, &api, pending_marks).await;
     }
-    // the interrupted runs are recorded as killed, the last one as done
+    assert_history(dir.path(), &api.url(), &p).await;
+}
+
+/// The killed runs saved a pending mark each; the completed one promoted it.
+async fn assert_marks(db: &std::path::Path, api: &MockApi, pending_marks: i64) {
+    assert_eq!(pending_marks, 3, "the killed runs left no pending mark");
+    let last = api
+        .dataset()
+        .all_posts()
+        .last()
+        .map(|p| p["updatedAt"].clone());
+    let mark: Vec<serde_json::Value> = rows(db, "_ingest_marks", "pipeline").await;
+    assert_eq!(mark.len(), 1);
+    assert_eq!(Some(mark[0]["value"].clone()), last, "{mark:?}");
+    assert_eq!(mark[0]["pending"], serde_json::Value::Null);
+}
+
+/// The interrupted runs are recorded as killed, the last one as done.
+async fn assert_history(dir: &std::path::Path, api: &str, p: &std::path::Path) {
     let statuses = ingest(
-        dir.path(),
-        &api.url(),
+        dir,
+        api,
         &["runs", p.to_str().unwrap_or(""), "--output", "json"],
     )
     .await;
@@ -356,14 +363,19 @@ async fn state_show_reset_and_expired_cursor() {
         out.stderr
     );
     assert_posts(&db, "posts", &api).await;
-    // append: refusing is the only way not to double rows
+    expired_cursor_in_append_mode(&api, dir.path()).await;
+}
+
+/// In append mode, refusing an expired resume point is the only way not to
+/// double rows; `state reset` then forgets it.
+async fn expired_cursor_in_append_mode(api: &MockApi, dir: &std::path::Path) {
     let append = write(
-        dir.path(),
+        dir,
         "a.toml",
         &pipeline("cursor", "append").replace("out.db", "a.db"),
     );
     let out = ingest(
-        dir.path(),
+        dir,
         &api.url(),
         &["run", append.to_str().unwrap_or(""), "--max-pages", "1"],
     )
@@ -371,7 +383,7 @@ async fn state_show_reset_and_expired_cursor() {
     assert_eq!(out.code, 0, "{out:?}");
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
         "sqlite://{}",
-        dir.path().join("a.db").display()
+        dir.join("a.db").display()
     ))
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -382,12 +394,7 @@ async fn state_show_reset_and_expired_cursor() {
     .execute(&mut conn)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = ingest(
-        dir.path(),
-        &api.url(),
-        &["run", append.to_str().unwrap_or("")],
-    )
-    .await;
+    let out = ingest(dir, &api.url(), &["run", append.to_str().unwrap_or("")]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
@@ -396,19 +403,19 @@ async fn state_show_reset_and_expired_cursor() {
         out.stderr
     );
     assert_eq!(
-        scalar(&dir.path().join("a.db"), "SELECT count(*) FROM posts").await,
+        scalar(&dir.join("a.db"), "SELECT count(*) FROM posts").await,
         10
     );
     // reset forgets it
     let reset = ingest(
-        dir.path(),
+        dir,
         &api.url(),
         &["state", "reset", append.to_str().unwrap_or("")],
     )
     .await;
     assert!(reset.stdout.contains("forgot 1 resume point"), "{reset:?}");
     let show = ingest(
-        dir.path(),
+        dir,
         &api.url(),
         &["state", "show", append.to_str().unwrap_or("")],
     )

@@ -445,7 +445,23 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
 }
 
 fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
-    let s = &p.source;
+    check_source(&p.source, ctx, tree)?;
+    check_sink(p, ctx, tree)?;
+    if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
+        return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+    }
+    checks::limits(p, ctx, tree)?;
+    checks::placeholders(p, ctx, tree)?;
+    checks::columns(p, ctx, tree)?;
+    checks::sink_path(p, ctx, tree)
+}
+
+/// The source's URL, headers, retry, pagination and partition.
+fn check_source(
+    s: &HttpSourceConfig,
+    ctx: &Ctx<'_>,
+    tree: &DeTable<'_>,
+) -> Result<(), ConfigError> {
     match url::Url::parse(&s.base_url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
         Ok(u) => {
@@ -504,7 +520,20 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
     if s.retry.multiplier.is_nan() || s.retry.multiplier < 1.0 {
         return Err(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
     }
-    let pg = &s.pagination;
+    check_pagination(&s.pagination, ctx, tree)?;
+    if let Some(part) = &s.partition {
+        check_partition(part, s)
+            .map_err(|(key, m)| ctx.key(tree, &format!("source.partition.{key}"), m))?;
+    }
+    Ok(())
+}
+
+/// Page sizes and page counts that make a walk.
+fn check_pagination(
+    pg: &PaginationConfig,
+    ctx: &Ctx<'_>,
+    tree: &DeTable<'_>,
+) -> Result<(), ConfigError> {
     if pg.max_pages == Some(0) {
         return Err(ctx.key(tree, "source.pagination.max_pages", "must be at least 1"));
     }
@@ -524,11 +553,11 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
         }
         _ => {}
     }
+    Ok(())
+}
 
-    if let Some(part) = &s.partition {
-        check_partition(part, s)
-            .map_err(|(key, m)| ctx.key(tree, &format!("source.partition.{key}"), m))?;
-    }
+/// The sink's table, batch size, primary key and declared columns.
+fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
     let k = &p.sink;
     check_table_name(&k.table).map_err(|m| ctx.key(tree, "sink.table", m))?;
     if k.batch_size == 0 {
@@ -564,13 +593,7 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigEr
             ));
         }
     }
-    if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
-        return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
-    }
-    checks::limits(p, ctx, tree)?;
-    checks::placeholders(p, ctx, tree)?;
-    checks::columns(p, ctx, tree)?;
-    checks::sink_path(p, ctx, tree)
+    Ok(())
 }
 
 /// A partition must be able to reach the request, and its bounds must parse.

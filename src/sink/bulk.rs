@@ -23,6 +23,9 @@
 //! - a transaction a session begins is committed or rolled back before it
 //!   returns, so sqlx never finds one open.
 
+// The unsafe code of this module is documented at each block (SAFETY).
+#![allow(unsafe_code)]
+
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
 use std::ptr::NonNull;

@@ -279,6 +279,34 @@ pub struct Written {
     pub rejects: u64,
 }
 
+/// A ledger statement of a batch, with its values and what it does.
+struct Statement<'a> {
+    action: &'static str,
+    sql: String,
+    values: Vec<Sql<'a>>,
+}
+
+/// The rows of a batch and the statements that put them in the table.
+struct Table<'a> {
+    ddl: &'a [String],
+    prefix: &'a str,
+    suffix: &'a str,
+    ncols: usize,
+    rows: &'a [Sql<'a>],
+}
+
+/// A partition's resume state (`{NOW}` stands for [`NOW`]).
+const STATE_SQL: &str = "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
+     ON CONFLICT (pipeline, partition) DO UPDATE SET resume = excluded.resume, done = excluded.done, \
+     run_id = excluded.run_id, updated_at = excluded.updated_at";
+/// A reject.
+const REJECT_SQL: &str = "INSERT INTO _ingest_rejects (run_id, pipeline, partition, url, status, reason, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})";
+/// The pending incremental mark.
+const MARK_SQL: &str = "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
+     ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at";
+/// The run's counters.
+const RUN_SQL: &str = "UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?";
+
 impl SqliteSink {
     /// Connect and migrate.
     pub async fn open(cfg: &SqliteSinkConfig, pipeline: &str) -> Result<Self, SinkError> {
@@ -565,7 +593,40 @@ impl SqliteSink {
             max_cursor,
             origins,
         } = batch;
-        // columns this batch brings
+        let new_cols = self.evolve(&records);
+        let rows = self.rows(&records, &origins, &mut rejects);
+        let ddl = self.ddl(&new_cols);
+        let prefix = self.insert_prefix();
+        let suffix = self.upsert_suffix();
+        if !self.columns.is_empty() {
+            self.exists = true;
+        }
+        let ncols = self.columns.len().max(1);
+        let written = Written {
+            rows: (rows.len() / ncols) as u64,
+            rejects: rejects.len() as u64,
+        };
+        let (ledger, new_pending) = self.ledger(&states, &rejects, max_cursor, pages, written);
+        let table = Table {
+            ddl: &ddl,
+            prefix: &prefix,
+            suffix: &suffix,
+            ncols,
+            rows: &rows,
+        };
+        self.transact(&table, &ledger, written).await?;
+        self.checkpointer.wake.notify_one();
+        if let (Some(m), Some(p)) = (self.marks.as_mut(), new_pending) {
+            m.pending = Some(p);
+        }
+        Ok(written)
+    }
+
+    /// The columns a batch brings: declared ones when the table is new, then
+    /// each new field. A new column's type comes from all of its values in
+    /// this batch, so a field that is 1 here and "007" or 2.5 there gets a
+    /// type that holds both as sent.
+    fn evolve(&mut self, records: &[Value]) -> Vec<Column> {
         let mut new_cols: Vec<Column> = Vec::new();
         if !self.exists {
             for (name, ty) in self.declared.clone() {
@@ -582,90 +643,71 @@ impl SqliteSink {
         // records of one API nearly always share their keys: a record whose
         // keys are the previous record's needs no lookup at all
         let mut prev: Vec<&str> = Vec::new();
-        for r in &records {
-            if let Value::Object(m) = r {
-                if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
-                    continue;
-                }
-                prev.clear();
-                prev.extend(m.keys().map(String::as_str));
-                for (k, v) in m {
-                    if usable_name(k)
-                        && self.columns.len() < MAX_COLUMNS
-                        && self.position(k).is_none()
-                    {
-                        let ty = infer(v);
-                        new_cols.push(Column {
-                            name: k.clone(),
-                            ty,
-                            strict: false,
-                        });
-                        self.push_column(k.clone(), ty, false);
-                    }
+        for r in records {
+            let Value::Object(m) = r else { continue };
+            if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
+                continue;
+            }
+            prev.clear();
+            prev.extend(m.keys().map(String::as_str));
+            for (k, v) in m {
+                if usable_name(k) && self.columns.len() < MAX_COLUMNS && self.position(k).is_none()
+                {
+                    let ty = infer(v);
+                    new_cols.push(Column {
+                        name: k.clone(),
+                        ty,
+                        strict: false,
+                    });
+                    self.push_column(k.clone(), ty, false);
                 }
             }
         }
-        // a new column's type comes from all of its values in this batch,
-        // so a field that is 1 here and "007" or 2.5 there gets a type that
-        // holds both as sent
         for c in new_cols.iter_mut().filter(|c| !c.strict) {
             c.ty = infer_all(records.iter().filter_map(|r| r.get(&c.name)));
             if let Some(&i) = self.index.get(&c.name.to_lowercase()) {
                 self.columns[i].ty = c.ty;
             }
         }
-        let rows = self.rows(&records, &origins, &mut rejects);
-        let ddl = self.ddl(&new_cols);
-        let prefix = self.insert_prefix();
-        let suffix = self.upsert_suffix();
-        if !self.columns.is_empty() {
-            self.exists = true;
-        }
-        let ncols = self.columns.len().max(1);
-        let written = Written {
-            rows: (rows.len() / ncols) as u64,
-            rejects: rejects.len() as u64,
-        };
+        new_cols
+    }
 
-        // the batch's other statements, with their values
-        let state_sql = format!(
-            "INSERT INTO _ingest_state (pipeline, partition, resume, done, run_id, updated_at) VALUES (?, ?, ?, ?, ?, {NOW}) \
-             ON CONFLICT (pipeline, partition) DO UPDATE SET resume = excluded.resume, done = excluded.done, \
-             run_id = excluded.run_id, updated_at = excluded.updated_at"
-        );
-        let reject_sql = format!(
-            "INSERT INTO _ingest_rejects (run_id, pipeline, partition, url, status, reason, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {NOW})"
-        );
-        let mark_sql = format!(
-            "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
-             ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at"
-        );
-        let run_sql = "UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?";
+    /// The batch's ledger statements with their values: each partition's
+    /// resume state, the rejects, the pending mark (when it moves), the run
+    /// counters. Also returns the new pending mark.
+    fn ledger<'a>(
+        &self,
+        states: &'a [(std::sync::Arc<str>, Option<crate::source::Resume>)],
+        rejects: &'a [Reject],
+        max_cursor: Option<String>,
+        pages: u64,
+        written: Written,
+    ) -> (Vec<Statement<'a>>, Option<String>) {
         let text = |s: &str| Sql::Text(s.to_owned().into());
         let opt_text = |s: Option<String>| s.map_or(Sql::Null, |s| Sql::Text(s.into()));
-        let mut small: Vec<(&str, &str, Vec<Sql<'_>>)> = Vec::new();
-        for (partition, resume) in &states {
+        let mut out: Vec<Statement<'a>> = Vec::new();
+        for (partition, resume) in states {
             let done = resume.is_none();
             let resume = resume
                 .as_ref()
                 .map(|r| serde_json::to_string(r).unwrap_or_default());
-            small.push((
-                "cannot save the resume state",
-                &state_sql,
-                vec![
+            out.push(Statement {
+                action: "cannot save the resume state",
+                sql: STATE_SQL.replace("{NOW}", NOW),
+                values: vec![
                     text(&self.pipeline),
                     text(partition),
                     opt_text(resume),
                     Sql::Int(i64::from(done)),
                     Sql::Int(self.run_id),
                 ],
-            ));
+            });
         }
-        for r in &rejects {
-            small.push((
-                "cannot record a reject",
-                &reject_sql,
-                vec![
+        for r in rejects {
+            out.push(Statement {
+                action: "cannot record a reject",
+                sql: REJECT_SQL.replace("{NOW}", NOW),
+                values: vec![
                     Sql::Int(self.run_id),
                     text(&self.pipeline),
                     text(&r.partition),
@@ -674,37 +716,46 @@ impl SqliteSink {
                     text(&r.reason),
                     opt_text(r.record.as_ref().map(|v| v.to_string())),
                 ],
-            ));
+            });
         }
         let mut new_pending = None;
         if let (Some(m), Some(c)) = (&self.marks, max_cursor) {
             let pending = crate::source::incremental::max(m.pending.clone(), Some(c));
             if pending != m.pending {
-                small.push((
-                    "cannot save the pending mark",
-                    &mark_sql,
-                    vec![
+                out.push(Statement {
+                    action: "cannot save the pending mark",
+                    sql: MARK_SQL.replace("{NOW}", NOW),
+                    values: vec![
                         text(&self.pipeline),
                         text(&m.cursor_field),
                         opt_text(pending.clone()),
                     ],
-                ));
+                });
                 new_pending = pending;
             }
         }
-        small.push((
-            "cannot update the run",
-            run_sql,
-            vec![
+        out.push(Statement {
+            action: "cannot update the run",
+            sql: RUN_SQL.to_string(),
+            values: vec![
                 Sql::Int(pages as i64),
                 Sql::Int(written.rows as i64),
                 Sql::Int(written.rejects as i64),
                 Sql::Int(self.run_id),
             ],
-        ));
+        });
+        (out, new_pending)
+    }
 
-        // one transaction, on the connection locked from sqlx (see bulk.rs)
-        let (path, table) = (&self.path, &self.table);
+    /// One transaction, on the connection locked from sqlx (see bulk.rs):
+    /// the DDL, the rows, the ledger.
+    async fn transact(
+        &mut self,
+        table: &Table<'_>,
+        ledger: &[Statement<'_>],
+        written: Written,
+    ) -> Result<(), SinkError> {
+        let (path, name) = (&self.path, &self.table);
         let failed = |action: String, source| SinkError::Sqlite {
             path: path.clone(),
             action,
@@ -715,42 +766,34 @@ impl SqliteSink {
             .lock_handle()
             .await
             .map_err(db_err(path, "cannot lock the connection"))?;
-        let mut work = || {
-            Session::new(&mut handle).transaction(
-                |s| {
-                    for sql in &ddl {
-                        s.exec(sql, &[])
-                            .map_err(|e| failed(format!("cannot evolve the table ({sql})"), e))?;
-                    }
-                    if written.rows > 0 {
-                        s.insert(&prefix, &suffix, ncols, &rows).map_err(|e| {
-                            failed(
-                                format!("cannot write {} rows into `{table}`", written.rows),
-                                e,
-                            )
-                        })?;
-                    }
-                    for (action, sql, values) in &small {
-                        s.exec(sql, values)
-                            .map_err(|e| failed(action.to_string(), e))?;
-                    }
-                    Ok(())
-                },
-                |action, e| failed(action.to_string(), e),
-            )
-        };
         // About a millisecond per 1,000 rows, run on this task's worker
         // thread. `block_in_place` was measured slower (end to end ~2.1 s
         // against ~1.8 s for 1M rows) and heavier (peak RSS +8 MB): each
         // call hands the worker to another thread, and every thread keeps
         // an allocator heap of its own.
-        work()?;
-        drop(handle);
-        self.checkpointer.wake.notify_one();
-        if let (Some(m), Some(p)) = (self.marks.as_mut(), new_pending) {
-            m.pending = Some(p);
-        }
-        Ok(written)
+        Session::new(&mut handle).transaction(
+            |s| {
+                for sql in table.ddl {
+                    s.exec(sql, &[])
+                        .map_err(|e| failed(format!("cannot evolve the table ({sql})"), e))?;
+                }
+                if written.rows > 0 {
+                    s.insert(table.prefix, table.suffix, table.ncols, table.rows)
+                        .map_err(|e| {
+                            failed(
+                                format!("cannot write {} rows into `{name}`", written.rows),
+                                e,
+                            )
+                        })?;
+                }
+                for st in ledger {
+                    s.exec(&st.sql, &st.values)
+                        .map_err(|e| failed(st.action.to_string(), e))?;
+                }
+                Ok(())
+            },
+            |action, e| failed(action.to_string(), e),
+        )
     }
 
     /// CREATE TABLE, or ALTER TABLE ADD COLUMN for each new column, and the
@@ -849,92 +892,112 @@ impl SqliteSink {
         // stamp[i] == record number: column i already set by this record
         let mut stamp = vec![usize::MAX; ncols];
         let mut prev: Vec<(&'r str, Option<usize>)> = Vec::new();
-        'records: for (n, r) in records.iter().enumerate() {
-            let reject = |reason: String| {
+        for (n, r) in records.iter().enumerate() {
+            let start = flat.len();
+            let stored = match r {
+                Value::Object(_) if ncols == 0 => {
+                    Err("a record with no fields has nothing to store".to_string())
+                }
+                Value::Object(m) => {
+                    flat.extend((0..ncols).map(|_| Sql::Null));
+                    self.row(n, m, &mut flat[start..], &mut stamp, &mut prev)
+                }
+                other => Err(format!(
+                    "a record must be a JSON object, found {}",
+                    crate::source::type_name(other)
+                )),
+            };
+            if let Err(reason) = stored {
+                flat.truncate(start);
                 let from = Origin::of(origins, n);
-                Reject {
+                rejects.push(Reject {
                     partition: from.map_or_else(|| "".into(), |o| o.partition.clone()),
                     url: from.map(|o| o.url.clone()),
                     status: None,
                     reason,
                     record: Some(r.clone()),
-                }
-            };
-            let Value::Object(m) = r else {
-                rejects.push(reject(format!(
-                    "a record must be a JSON object, found {}",
-                    crate::source::type_name(r)
-                )));
-                continue;
-            };
-            if ncols == 0 {
-                rejects.push(reject(
-                    "a record with no fields has nothing to store".into(),
-                ));
-                continue;
-            }
-            let start = flat.len();
-            flat.extend((0..ncols).map(|_| Sql::Null));
-            // the previous record's key -> column, reused while keys repeat
-            if m.len() != prev.len() || !m.keys().zip(&prev).all(|(k, (p, _))| k == p) {
-                prev.clear();
-                prev.extend(m.keys().map(|k| (k.as_str(), self.position(k))));
-            }
-            for (j, (k, v)) in m.iter().enumerate() {
-                if !usable_name(k) {
-                    flat.truncate(start);
-                    rejects.push(reject(format!(
-                        "field name {k:?} cannot be a column name (empty or holds a NUL)"
-                    )));
-                    continue 'records;
-                }
-                let Some(i) = prev[j].1 else {
-                    flat.truncate(start);
-                    rejects.push(reject(format!(
-                        "field {k:?} would make the table wider than {MAX_COLUMNS} columns"
-                    )));
-                    continue 'records;
-                };
-                if stamp[i] == n {
-                    flat.truncate(start);
-                    rejects.push(reject(format!(
-                        "fields {:?} and {k:?} differ only in case, and SQLite column names do not",
-                        self.columns[i].name
-                    )));
-                    continue 'records;
-                }
-                stamp[i] = n;
-                let col = &self.columns[i];
-                match to_sql(v, col) {
-                    Ok(s) => flat[start + i] = s,
-                    Err(reason) => {
-                        flat.truncate(start);
-                        rejects.push(reject(format!(
-                            "column `{}` ({}): {reason}",
-                            col.name,
-                            col.ty.name()
-                        )));
-                        continue 'records;
-                    }
-                }
-            }
-            if self.mode == WriteMode::Merge {
-                let missing = self.pk_cols.len() < self.primary_key.len()
-                    || self
-                        .pk_cols
-                        .iter()
-                        .any(|&i| matches!(flat[start + i], Sql::Null));
-                if missing {
-                    flat.truncate(start);
-                    rejects.push(reject(format!(
-                        "a primary key field ({}) is missing or null",
-                        self.primary_key.join(", ")
-                    )));
-                    continue 'records;
-                }
+                });
             }
         }
         flat
+    }
+
+    /// One record (number `n` of the batch) into its row's `cells`, or why
+    /// it cannot be stored. `prev` maps the previous record's keys to
+    /// columns, reused while keys repeat.
+    fn row<'r>(
+        &self,
+        n: usize,
+        m: &'r serde_json::Map<String, Value>,
+        cells: &mut [Sql<'r>],
+        stamp: &mut [usize],
+        prev: &mut Vec<(&'r str, Option<usize>)>,
+    ) -> Result<(), String> {
+        if m.len() != prev.len() || !m.keys().zip(prev.iter()).all(|(k, (p, _))| k == p) {
+            prev.clear();
+            prev.extend(m.keys().map(|k| (k.as_str(), self.position(k))));
+        }
+        for (j, (k, v)) in m.iter().enumerate() {
+            if !usable_name(k) {
+                return Err(format!(
+                    "field name {k:?} cannot be a column name (empty or holds a NUL)"
+                ));
+            }
+            let Some(i) = prev[j].1 else {
+                return Err(format!(
+                    "field {k:?} would make the table wider than {MAX_COLUMNS} columns"
+                ));
+            };
+            if stamp[i] == n {
+                return Err(format!(
+                    "fields {:?} and {k:?} differ only in case, and SQLite column names do not",
+                    self.columns[i].name
+                ));
+            }
+            stamp[i] = n;
+            let col = &self.columns[i];
+            cells[i] = to_sql(v, col)
+                .map_err(|reason| format!("column `{}` ({}): {reason}", col.name, col.ty.name()))?;
+        }
+        if self.mode == WriteMode::Merge {
+            let missing = self.pk_cols.len() < self.primary_key.len()
+                || self.pk_cols.iter().any(|&i| matches!(cells[i], Sql::Null));
+            if missing {
+                return Err(format!(
+                    "a primary key field ({}) is missing or null",
+                    self.primary_key.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements that swap the staging table in by rename (with the
+    /// merge index), or empty the live table when the API had no records.
+    fn swap(&self, live: bool) -> Vec<String> {
+        if !self.exists {
+            return if live {
+                vec![format!("DELETE FROM {}", quote(&self.table))]
+            } else {
+                Vec::new()
+            };
+        }
+        let mut stmts = vec![
+            format!("DROP TABLE IF EXISTS {}", quote(&self.table)),
+            format!(
+                "ALTER TABLE {} RENAME TO {}",
+                quote(&self.target),
+                quote(&self.table)
+            ),
+            format!(
+                "DROP INDEX IF EXISTS {}",
+                quote(&format!("_ingest_pk_{}", self.target))
+            ),
+        ];
+        if self.mode == WriteMode::Merge {
+            stmts.push(self.pk_index(&self.table));
+        }
+        stmts
     }
 
     /// End the run. On success: swap a staged table in, forget the resume
@@ -946,7 +1009,8 @@ impl SqliteSink {
         error: Option<&str>,
         retries: u64,
     ) -> Result<(), SinkError> {
-        let final_index = self.pk_index(&self.table);
+        // which of the two depends on the live table, looked up in the transaction
+        let (swap_live, swap_none) = (self.swap(true), self.swap(false));
         let mut tx = self
             .conn
             .begin()
@@ -955,33 +1019,15 @@ impl SqliteSink {
         let mut stmts: Vec<String> = Vec::new();
         if status == "done" {
             if self.staged {
-                if self.exists {
-                    stmts.push(format!("DROP TABLE IF EXISTS {}", quote(&self.table)));
-                    stmts.push(format!(
-                        "ALTER TABLE {} RENAME TO {}",
-                        quote(&self.target),
-                        quote(&self.table)
-                    ));
-                    stmts.push(format!(
-                        "DROP INDEX IF EXISTS {}",
-                        quote(&format!("_ingest_pk_{}", self.target))
-                    ));
-                    if self.mode == WriteMode::Merge {
-                        stmts.push(final_index);
-                    }
-                } else {
-                    // the API had no records: the table is emptied, its schema kept
-                    let exists = sqlx::query(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    )
-                    .bind(&self.table)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err(&self.path, "cannot look up the table"))?;
-                    if exists.is_some() {
-                        stmts.push(format!("DELETE FROM {}", quote(&self.table)));
-                    }
-                }
+                // the API had no records: the table is emptied, its schema kept
+                let live =
+                    sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
+                        .bind(&self.table)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err(&self.path, "cannot look up the table"))?
+                        .is_some();
+                stmts.extend(if live { swap_live } else { swap_none });
             }
             stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
             stmts.push("DELETE FROM _ingest_refresh WHERE pipeline = ?1".into());

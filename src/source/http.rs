@@ -100,63 +100,7 @@ impl HttpClient {
         secrets: Secrets,
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, HttpError> {
-        let mut headers = HeaderMap::new();
-        let mut credentials = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
-            // a header whose value came from `${env:...}` is a credential
-            if secrets.found_in(v) {
-                value.set_sensitive(true);
-                credentials.insert(name, value);
-            } else {
-                headers.insert(name, value);
-            }
-        }
-        if !headers.contains_key(reqwest::header::USER_AGENT) {
-            headers.insert(
-                reqwest::header::USER_AGENT,
-                HeaderValue::from_static(concat!("ingest/", env!("CARGO_PKG_VERSION"))),
-            );
-        }
-        headers
-            .entry(reqwest::header::ACCEPT)
-            .or_insert(HeaderValue::from_static("application/json"));
-        let mut api_key_query = None;
-        let auth_header = match &cfg.auth {
-            AuthConfig::None => None,
-            AuthConfig::Bearer(b) => Some((
-                reqwest::header::AUTHORIZATION.as_str().to_string(),
-                format!("Bearer {}", b.token),
-            )),
-            AuthConfig::Basic(b) => {
-                use base64::Engine;
-                let c = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{}:{}", b.username, b.password));
-                Some((
-                    reqwest::header::AUTHORIZATION.as_str().to_string(),
-                    format!("Basic {c}"),
-                ))
-            }
-            AuthConfig::ApiKey(k) => match k.location {
-                ApiKeyIn::Header => Some((k.name.clone(), k.value.clone())),
-                ApiKeyIn::Query => {
-                    api_key_query = Some((k.name.clone(), k.value.clone()));
-                    None
-                }
-            },
-        };
-        if let Some((name, value)) = auth_header {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| HttpError::Client("the auth header name is not valid".into()))?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                HttpError::Client("the auth credential is not valid header text".into())
-            })?;
-            value.set_sensitive(true);
-            credentials.insert(name, value);
-        }
+        let (headers, credentials, api_key_query) = headers(cfg, &secrets)?;
         let origin = Url::parse(&cfg.base_url)
             .map_err(|e| HttpError::Client(format!("base_url is not a URL: {e}")))?
             .origin();
@@ -469,6 +413,72 @@ fn remove_param(url: &mut Url, name: &str) {
     } else {
         url.query_pairs_mut().clear().extend_pairs(kept);
     }
+}
+
+/// A source's headers: the ones every request carries, the credentials that
+/// only `base_url`'s origin gets (auth, and configured headers whose value
+/// came from `${env:...}`), and an `api_key` that goes in the query.
+type Headers = (HeaderMap, HeaderMap, Option<(String, String)>);
+
+fn headers(cfg: &HttpSourceConfig, secrets: &Secrets) -> Result<Headers, HttpError> {
+    let mut headers = HeaderMap::new();
+    let mut credentials = HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
+        let mut value = HeaderValue::from_str(v)
+            .map_err(|e| HttpError::Client(format!("header `{k}`: {e}")))?;
+        // a header whose value came from `${env:...}` is a credential
+        if secrets.found_in(v) {
+            value.set_sensitive(true);
+            credentials.insert(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+    if !headers.contains_key(reqwest::header::USER_AGENT) {
+        headers.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_static(concat!("ingest/", env!("CARGO_PKG_VERSION"))),
+        );
+    }
+    headers
+        .entry(reqwest::header::ACCEPT)
+        .or_insert(HeaderValue::from_static("application/json"));
+    let mut api_key_query = None;
+    let auth_header = match &cfg.auth {
+        AuthConfig::None => None,
+        AuthConfig::Bearer(b) => Some((
+            reqwest::header::AUTHORIZATION.as_str().to_string(),
+            format!("Bearer {}", b.token),
+        )),
+        AuthConfig::Basic(b) => {
+            use base64::Engine;
+            let c = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", b.username, b.password));
+            Some((
+                reqwest::header::AUTHORIZATION.as_str().to_string(),
+                format!("Basic {c}"),
+            ))
+        }
+        AuthConfig::ApiKey(k) => match k.location {
+            ApiKeyIn::Header => Some((k.name.clone(), k.value.clone())),
+            ApiKeyIn::Query => {
+                api_key_query = Some((k.name.clone(), k.value.clone()));
+                None
+            }
+        },
+    };
+    if let Some((name, value)) = auth_header {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpError::Client("the auth header name is not valid".into()))?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            HttpError::Client("the auth credential is not valid header text".into())
+        })?;
+        value.set_sensitive(true);
+        credentials.insert(name, value);
+    }
+    Ok((headers, credentials, api_key_query))
 }
 
 fn transport(e: reqwest::Error) -> Attempt {

@@ -270,7 +270,9 @@ impl Source {
     }
 
     /// Walk one partition from `resume` (or from the start) as a stream of
-    /// pages in walk order. The last page has `resume: None`.
+    /// pages in walk order. The last page has `resume: None`. Every kind's
+    /// first page, and all of a non-addressable walk, go one at a time;
+    /// addressable walks then fetch ahead ([`Source::fetch_ahead`]).
     pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
         let this = self.clone();
         Box::pin(async_stream::try_stream! {
@@ -279,15 +281,7 @@ impl Source {
             let pag = this.paginator.clone();
             let mut resuming = resume.is_some();
             let depends = Some(this.depends(&part));
-            let fresh = |depends: &Option<String>| Resume {
-                position: pag.initial(),
-                pages: 0,
-                records: 0,
-                page_size: pag.page_size(),
-                total: None,
-                depends: depends.clone(),
-            };
-            let mut st = resume.unwrap_or_else(|| fresh(&depends));
+            let mut st = resume.unwrap_or_else(|| this.fresh(&depends));
             st.depends = depends.clone();
             if pag.max_pages().is_some_and(|m| st.pages >= m) {
                 yield this.done(&part);
@@ -297,39 +291,16 @@ impl Source {
             let mut pos = st.position.clone();
             // pages in a row that failed for good (on_error = "skip")
             let mut failures = 0u32;
-            // sequential phase: every kind's first page, and all of a
-            // non-addressable walk
-            // what the loop guard remembers of a position: its cursor or URL
-            let loop_key = |pos: &Position| -> Option<(&'static str, String)> {
-                match pos {
-                    Position::Cursor(c) => Some(("cursor", c.clone())),
-                    Position::Start | Position::Url(_) => pag
-                        .request(&base, body.as_ref(), pos)
-                        .ok()
-                        .map(|(u, _)| ("URL", u.to_string())),
-                    _ => None,
-                }
-            };
             loop {
                 let (url, req_body) = pag.request(&base, body.as_ref(), &pos).map_err(HttpError::Client)?;
-                if let Some((what, value)) = loop_key(&pos) && !seen.insert(value.clone()) {
+                if let Some((what, value)) = this.loop_key(&base, body.as_ref(), &pos) && !seen.insert(value.clone()) {
                     Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
                 }
                 let resp = match this.client.fetch(&url, req_body.as_ref()).await {
-                    Err(HttpError::Status { status, .. })
-                        if resuming && (400..500).contains(&status) && status != 408 && status != 429 =>
-                    {
-                        if !this.restart_expired {
-                            Err(HttpError::Client(format!(
-                                "{}: the saved resume point was refused (HTTP {status}); it has likely expired. \
-                                 Restarting the walk would store its records twice with this write mode: \
-                                 run with --full-refresh, or `ingest state reset` and accept duplicates",
-                                this.client.show(&url)
-                            )))?;
-                        }
-                        tracing::warn!(partition = %part.key, status, "the saved resume point was refused (expired?); walking this partition again from the start");
+                    Err(HttpError::Status { status, .. }) if resuming && refused(status) => {
+                        this.restart(&part, &url, status)?;
                         resuming = false;
-                        st = fresh(&depends);
+                        st = this.fresh(&depends);
                         pos = st.position.clone();
                         seen.clear();
                         continue;
@@ -337,21 +308,11 @@ impl Source {
                     other => other,
                 };
                 resuming = false;
-                let (page, next) = match resp.and_then(|r| this.process(&part, &pos, r, &mut st)) {
-                    Ok(done) => {
-                        failures = 0;
-                        done
-                    }
-                    Err(e) if this.skip => {
-                        failures += 1;
-                        this.skipped(&part, &pos, e, &mut st, failures)
-                    }
-                    Err(e) => Err(e)?,
-                };
+                let (mut page, next) = this.outcome(&part, &pos, resp, &mut st, &mut failures)?;
                 // a next position this walk already fetched: the page is
                 // committed as the walk's last, so the state left behind
                 // never sends a rerun around the loop again (doubling rows)
-                let looped = match next.as_ref().filter(|_| page.resume.is_some()).and_then(&loop_key) {
+                let looped = match next.as_ref().filter(|_| page.resume.is_some()).and_then(|n| this.loop_key(&base, body.as_ref(), n)) {
                     Some((what, value)) if seen.contains(&value) => Some(HttpError::Loop {
                         url: page.url.clone(),
                         what,
@@ -359,7 +320,6 @@ impl Source {
                     }),
                     _ => None,
                 };
-                let mut page = page;
                 if looped.is_some() {
                     page.resume = None;
                 }
@@ -374,53 +334,10 @@ impl Source {
                     break;
                 }
             }
-            // concurrent phase (addressable kinds): fetch ahead, yield in order
-            let remaining = match (st.total, st.page_size) {
-                (Some(t), Some(s)) if s > 0 => Some(t.saturating_sub(st.records).div_ceil(s)),
-                _ => None,
-            };
-            let remaining = match (remaining, pag.max_pages()) {
-                (Some(r), Some(m)) => Some(r.min(m.saturating_sub(st.pages))),
-                (r, None) => r,
-                (None, Some(m)) => Some(m.saturating_sub(st.pages)),
-            };
-            let positions = (0..remaining.unwrap_or(u64::MAX)).map(|k| pag.step(&pos, k));
-            let fetcher = this.clone();
-            let fetches = futures::stream::iter(positions)
-                .map(move |p| {
-                    let this = fetcher.clone();
-                    let req = this.paginator.request(&base, body.as_ref(), &p);
-                    // each fetch is a task of its own, so the pages in flight
-                    // are read and parsed on every worker, not one; the guard
-                    // aborts it when the walk stops early
-                    let task = AbortOnDrop(tokio::spawn(async move {
-                        match req.map_err(HttpError::Client) {
-                            Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
-                            Err(e) => Err(e),
-                        }
-                    }));
-                    async move {
-                        let resp = match task.await {
-                            Ok(r) => r,
-                            Err(e) => Err(HttpError::Client(format!("a fetch task failed: {e}"))),
-                        };
-                        (p, resp)
-                    }
-                })
-                .buffered(this.cfg.concurrency);
+            let fetches = this.fetch_ahead(base, body, pos, this.remaining(&st));
             futures::pin_mut!(fetches);
             while let Some((p, resp)) = fetches.next().await {
-                let page = match resp.and_then(|r| this.process(&part, &p, r, &mut st)) {
-                    Ok((page, _)) => {
-                        failures = 0;
-                        page
-                    }
-                    Err(e) if this.skip => {
-                        failures += 1;
-                        this.skipped(&part, &p, e, &mut st, failures).0
-                    }
-                    Err(e) => Err(e)?,
-                };
+                let (page, _) = this.outcome(&part, &p, resp, &mut st, &mut failures)?;
                 let stop = page.resume.is_none();
                 yield page;
                 if stop {
@@ -430,6 +347,124 @@ impl Source {
             // the positions ran out (total or max_pages) without a stop page
             yield this.done(&part);
         })
+    }
+
+    /// The resume point of a walk from its start.
+    fn fresh(&self, depends: &Option<String>) -> Resume {
+        Resume {
+            position: self.paginator.initial(),
+            pages: 0,
+            records: 0,
+            page_size: self.paginator.page_size(),
+            total: None,
+            depends: depends.clone(),
+        }
+    }
+
+    /// What the loop guard remembers of a position: its cursor or URL.
+    fn loop_key(
+        &self,
+        base: &Url,
+        body: Option<&Value>,
+        pos: &Position,
+    ) -> Option<(&'static str, String)> {
+        match pos {
+            Position::Cursor(c) => Some(("cursor", c.clone())),
+            Position::Start | Position::Url(_) => self
+                .paginator
+                .request(base, body, pos)
+                .ok()
+                .map(|(u, _)| ("URL", u.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The API refused a resumed walk's first request (an expired cursor or
+    /// URL): start the partition over where that is safe, else fail.
+    fn restart(&self, part: &Partition, url: &Url, status: u16) -> Result<(), HttpError> {
+        if !self.restart_expired {
+            return Err(HttpError::Client(format!(
+                "{}: the saved resume point was refused (HTTP {status}); it has likely expired. \
+                 Restarting the walk would store its records twice with this write mode: \
+                 run with --full-refresh, or `ingest state reset` and accept duplicates",
+                self.client.show(url)
+            )));
+        }
+        tracing::warn!(partition = %part.key, status, "the saved resume point was refused (expired?); walking this partition again from the start");
+        Ok(())
+    }
+
+    /// A response as a page and the next position; under `on_error =
+    /// "skip"` a failed page is recorded and the walk goes on where it can.
+    fn outcome(
+        &self,
+        part: &Partition,
+        pos: &Position,
+        resp: Result<Response, HttpError>,
+        st: &mut Resume,
+        failures: &mut u32,
+    ) -> Result<(Page, Option<Position>), HttpError> {
+        match resp.and_then(|r| self.process(part, pos, r, st)) {
+            Ok(done) => {
+                *failures = 0;
+                Ok(done)
+            }
+            Err(e) if self.skip => {
+                *failures += 1;
+                Ok(self.skipped(part, pos, e, st, *failures))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pages left to fetch ahead, when the total or `max_pages` says.
+    fn remaining(&self, st: &Resume) -> Option<u64> {
+        let by_total = match (st.total, st.page_size) {
+            (Some(t), Some(s)) if s > 0 => Some(t.saturating_sub(st.records).div_ceil(s)),
+            _ => None,
+        };
+        match (by_total, self.paginator.max_pages()) {
+            (Some(r), Some(m)) => Some(r.min(m.saturating_sub(st.pages))),
+            (r, None) => r,
+            (None, Some(m)) => Some(m.saturating_sub(st.pages)),
+        }
+    }
+
+    /// The concurrent phase of an addressable walk: `remaining` positions
+    /// from `pos` on (all of them while unknown), `concurrency` in flight,
+    /// yielded in walk order.
+    fn fetch_ahead(
+        &self,
+        base: Url,
+        body: Option<Value>,
+        pos: Position,
+        remaining: Option<u64>,
+    ) -> impl Stream<Item = (Position, Result<Response, HttpError>)> + use<> {
+        let pag = self.paginator.clone();
+        let positions = (0..remaining.unwrap_or(u64::MAX)).map(move |k| pag.step(&pos, k));
+        let fetcher = self.clone();
+        futures::stream::iter(positions)
+            .map(move |p| {
+                let this = fetcher.clone();
+                let req = this.paginator.request(&base, body.as_ref(), &p);
+                // each fetch is a task of its own, so the pages in flight
+                // are read and parsed on every worker, not one; the guard
+                // aborts it when the walk stops early
+                let task = AbortOnDrop(tokio::spawn(async move {
+                    match req.map_err(HttpError::Client) {
+                        Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
+                        Err(e) => Err(e),
+                    }
+                }));
+                async move {
+                    let resp = match task.await {
+                        Ok(r) => r,
+                        Err(e) => Err(HttpError::Client(format!("a fetch task failed: {e}"))),
+                    };
+                    (p, resp)
+                }
+            })
+            .buffered(self.cfg.concurrency)
     }
 
     fn done(&self, part: &Partition) -> Page {
@@ -584,6 +619,12 @@ pub fn changed(saved: &str, now: &str) -> Vec<String> {
         out.push("settings".into());
     }
     out
+}
+
+/// A 4xx that says a resume point is no longer accepted (not 408 or 429,
+/// which are worth a retry).
+fn refused(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// A spawned task that is aborted when its handle is dropped (a walk that
