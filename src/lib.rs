@@ -12,6 +12,7 @@
 //! losing or doubling a row.
 
 pub mod alloc;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,0 +1,128 @@
+//! The command line's commands, one module each, and what they share: the
+//! pipeline loader, one error printer (`ingest: error: ...` everywhere), a
+//! `println!` that survives a closed pipe, logging and a table renderer.
+//! `main.rs` only parses and calls [`dispatch`].
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use crate::Error;
+use crate::cli::{Cli, Command, LogFormat};
+use crate::config::{self, ConfigError, LoadOptions, Pipeline};
+
+/// `println!` that ends quietly when standard output is closed
+/// (`ingest validate *.toml | head -1`), as Unix tools do, instead of
+/// panicking; the command goes on and returns its own exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::app::said(::std::io::Write::write_fmt(
+            &mut ::std::io::stdout().lock(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        ))
+    };
+}
+
+mod preview;
+mod run;
+mod show;
+mod state;
+mod table;
+mod validate;
+
+/// Report a failed write to standard output, except a closed pipe.
+pub fn said(r: std::io::Result<()>) {
+    if let Err(e) = r
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("ingest: error: cannot write to standard output: {e}");
+    }
+}
+
+/// Run the command and return the process's exit code.
+pub async fn dispatch(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Run(args) => return run::run(args, cli.quiet > 0).await,
+        Command::Validate { pipelines, set } => validate::validate(&pipelines, &set),
+        Command::Preview {
+            pipeline,
+            set,
+            limit,
+        } => preview::preview(&pipeline, &set, limit).await,
+        Command::State { action } => state::state(action).await,
+        Command::Runs {
+            pipeline,
+            limit,
+            output,
+        } => state::runs(&pipeline, limit, output).await,
+        Command::Show {
+            pipeline,
+            limit,
+            output,
+        } => show::show(&pipeline, limit, output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Print an error the way users read it and return its exit code.
+fn report_error(e: &anyhow::Error) -> i32 {
+    // the reader went away (`ingest preview p.toml | head`): not an error
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return 0;
+    }
+    let code = match (e.downcast_ref::<Error>(), e.downcast_ref::<ConfigError>()) {
+        (Some(e), _) => e.exit_code(),
+        (None, Some(_)) => 2,
+        (None, None) => 1,
+    };
+    error(None, &format!("{e:#}"));
+    code
+}
+
+/// The one error printer: `ingest: error: [PIPELINE: ]MESSAGE`, with any
+/// hint on the lines below.
+pub fn error(pipeline: Option<&str>, message: &str) {
+    match pipeline {
+        Some(p) => eprintln!("ingest: error: {p}: {message}"),
+        None => eprintln!("ingest: error: {message}"),
+    }
+}
+
+/// Load and check a pipeline file with `--set` overrides.
+fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> {
+    config::load(
+        path,
+        &LoadOptions {
+            overrides,
+            ..Default::default()
+        },
+    )
+}
+
+/// Logs go to stderr: text, or JSON for machines; `-v`/`-q` and `RUST_LOG`
+/// set the level.
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (cli.quiet, cli.verbose) {
+        (q, _) if q >= 2 => "error",
+        (1, _) => "warn",
+        (_, 0) => "ingest=info,warn",
+        (_, 1) => "ingest=debug,warn",
+        _ => "ingest=trace,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.compact().init(),
+    }
+}

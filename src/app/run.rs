@@ -1,0 +1,191 @@
+//! `ingest run`: check every file, then run them in order with a progress
+//! display, and print each run's summary.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{error, load};
+use crate::cli::{Output, ProgressMode, RunArgs};
+use crate::config::Pipeline;
+use crate::error::{Error, HttpError, SinkError};
+use crate::run::{self, Progress, RunOptions, RunReport, Shutdown};
+
+pub(super) async fn run(args: RunArgs, quiet: bool) -> i32 {
+    let mut overrides = args.set.clone();
+    if let Some(n) = args.max_pages {
+        overrides.push(format!("source.pagination.max_pages={n}"));
+    }
+    // check every file before running any: a typo in the last one should not
+    // surface after the first has run for an hour
+    let mut pipelines = Vec::new();
+    let mut bad = false;
+    for path in &args.pipelines {
+        match load(path, &overrides) {
+            Ok(p) => pipelines.push(p),
+            Err(e) => {
+                error(None, &e.to_string());
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return 2;
+    }
+    let shutdown = Shutdown::on_signals();
+    for p in &pipelines {
+        let bar = progress_for(args.progress, quiet, &p.name);
+        let opts = RunOptions {
+            full_refresh: args.full_refresh,
+            window: crate::source::partition::Window {
+                since: args.since.clone(),
+                until: args.until.clone(),
+            },
+            shutdown: shutdown.clone(),
+            on_batch: Some(bar.callback()),
+            ..Default::default()
+        };
+        let result = run::run(p, &opts).await;
+        bar.finish();
+        match result {
+            Ok(report) => print_report(&report, args.output),
+            Err(e) => {
+                failed(p, &e, args.output);
+                return e.exit_code();
+            }
+        }
+    }
+    0
+}
+
+/// A run that ended early: a JSON line under `--output json`, and the
+/// error with what a rerun will do.
+fn failed(p: &Pipeline, e: &Error, output: Output) {
+    let msg = p.secrets.redact(&e.to_string());
+    if output == Output::Json {
+        let line = serde_json::json!({
+            "pipeline": p.name,
+            "status": if matches!(e, Error::Interrupted { .. }) { "interrupted" } else { "failed" },
+            "error": msg,
+            "exit_code": e.exit_code(),
+        });
+        say!("{line}");
+    }
+    let hint = match e {
+        Error::Interrupted { .. } | Error::Config(_) | Error::Sink(SinkError::Busy { .. }) => {
+            String::new()
+        }
+        Error::Http(HttpError::Status { status, .. })
+            if (400..500).contains(status) && *status != 408 && *status != 429 =>
+        {
+            "\n  the API refused the request: a rerun will not fix this by itself; \
+             check the pipeline's auth, path and params (what was fetched before is committed)"
+                .into()
+        }
+        _ => format!(
+            "\n  what was fetched before the failure is committed; `ingest run {}` resumes from there",
+            p.file.display()
+        ),
+    };
+    match e {
+        // a config error names its file already
+        Error::Config(_) => error(None, &msg),
+        _ => error(Some(&p.name), &format!("{msg}{hint}")),
+    }
+}
+
+fn print_report(r: &RunReport, output: Output) {
+    match output {
+        Output::Json => match serde_json::to_string(r) {
+            Ok(s) => say!("{s}"),
+            Err(e) => error(None, &format!("cannot print the report: {e}")),
+        },
+        Output::Text => {
+            let rate = if r.seconds > 0.0 {
+                r.records as f64 / r.seconds
+            } else {
+                0.0
+            };
+            say!(
+                "{}: {} in {:.2}s: {} records written to {} (table {}), {} fetched in {} pages, {} requests, {} retries, {} rejects{} ({:.0} records/s)",
+                r.pipeline,
+                r.status,
+                r.seconds,
+                r.records,
+                r.database,
+                r.table,
+                r.fetched,
+                r.pages,
+                r.requests,
+                r.retries,
+                r.rejects,
+                if r.resumed > 0 { ", resumed" } else { "" },
+                rate
+            );
+        }
+    }
+}
+
+/// Progress: a bar on a terminal, a log line every 10 s elsewhere.
+enum Bar {
+    Drawn(indicatif::ProgressBar),
+    Logged(String),
+    Off,
+}
+
+impl Bar {
+    fn callback(&self) -> run::BatchHook {
+        match self {
+            Bar::Drawn(pb) => {
+                let pb = pb.clone();
+                Arc::new(move |p: &Progress| {
+                    pb.set_position(p.records);
+                    pb.set_message(format!("{} pages, {} rejects", p.pages, p.rejects));
+                })
+            }
+            Bar::Logged(name) => {
+                let name = name.clone();
+                let last = Mutex::new(Instant::now());
+                Arc::new(move |p: &Progress| {
+                    if let Ok(mut t) = last.lock()
+                        && t.elapsed() >= Duration::from_secs(10)
+                    {
+                        *t = Instant::now();
+                        tracing::info!(pipeline = %name, pages = p.pages, records = p.records, rejects = p.rejects, "progress");
+                    }
+                })
+            }
+            Bar::Off => Arc::new(|_: &Progress| {}),
+        }
+    }
+
+    fn finish(&self) {
+        if let Bar::Drawn(pb) = self {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+fn progress_for(mode: ProgressMode, quiet: bool, name: &str) -> Bar {
+    let draw = match mode {
+        ProgressMode::Always => true,
+        ProgressMode::Never => false,
+        ProgressMode::Auto => std::io::stderr().is_terminal() && !quiet,
+    };
+    if !draw {
+        return if quiet {
+            Bar::Off
+        } else {
+            Bar::Logged(name.to_string())
+        };
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix}: {pos} records ({per_sec}) {msg} [{elapsed}]",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    pb.set_style(style);
+    pb.set_prefix(name.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    Bar::Drawn(pb)
+}

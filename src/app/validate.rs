@@ -1,0 +1,28 @@
+//! `ingest validate`: check files without touching the network.
+
+use std::path::PathBuf;
+
+use super::{error, load};
+
+pub(super) fn validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32> {
+    let mut bad = 0;
+    for path in paths {
+        match load(path, set) {
+            Ok(p) => say!(
+                "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {}:{})",
+                path.display(),
+                p.name,
+                p.source.pagination.kind.name(),
+                p.transforms.len(),
+                format!("{:?}", p.sink.write).to_lowercase(),
+                p.sink.path.display(),
+                p.sink.table
+            ),
+            Err(e) => {
+                bad += 1;
+                error(None, &e.to_string());
+            }
+        }
+    }
+    Ok(if bad > 0 { 2 } else { 0 })
+}
