@@ -65,7 +65,7 @@ async fn good_file_runs() {
 async fn unknown_key() {
     refused(
         &GOOD.replace("size = 10", "sise = 10"),
-        &["bad.toml:10:1: source.pagination.sise: unknown key `sise`; allowed here: param, start, size_param, size"],
+        &["bad.toml:10:1: source.pagination.sise: unknown key `sise`; did you mean `size`? allowed here: param, start, size_param, size"],
     )
     .await;
 }
@@ -101,7 +101,7 @@ async fn missing_env_var() {
 async fn unknown_pagination_kind() {
     refused(
         &GOOD.replace("\"page_number\"", "\"pages\""),
-        &["bad.toml:7:8: source.pagination.kind: unknown value `pages`; expected one of: page_number, offset, cursor, next_url, link_header, none"],
+        &["bad.toml:7:8: source.pagination.kind: unknown value `pages`; did you mean `page_number`? expected one of: page_number, offset, cursor, next_url, link_header, none"],
     )
     .await;
 }
@@ -180,4 +180,45 @@ async fn bad_command_line_is_exit_2() {
     .await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(api.requests().is_empty());
+}
+
+/// Five mistakes in one file: five errors in one run, in file order, each on
+/// its own `ingest: error:` line; nothing sent, nothing created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_mistakes_five_errors() {
+    let text = GOOD
+        .replace(
+            "path = \"/posts\"",
+            "path = \"/posts\"\nconcurency = 4\ntimeout = 5",
+        )
+        .replace("kind = \"page_number\"", "kind = \"page_numbr\"")
+        .replace("table = \"posts\"", "table = \"1posts\"\nbatch_size = 0");
+    let text = format!("{text}\n[[transform]]\nkind = \"rename\"\nfeilds = {{ a = \"b\" }}\n");
+    let expect = [
+        "source.concurency: unknown key `concurency`; did you mean `concurrency`?",
+        "source.timeout: invalid type: integer `5`, expected a duration",
+        "source.pagination.kind: unknown value `page_numbr`; did you mean `page_number`?",
+        "sink.table: `1posts` is not a table name",
+        "sink.batch_size:",
+        "transform[0].feilds: unknown key `feilds`; did you mean `fields`?",
+    ];
+    refused(&text, &expect).await;
+    let api = mock(1).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(dir.path(), "bad.toml", &text);
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["validate", p.to_str().unwrap_or("")],
+    )
+    .await;
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ingest: error:"))
+        .collect();
+    assert_eq!(lines.len(), expect.len(), "{}", out.stderr);
+    for (line, e) in lines.iter().zip(expect) {
+        assert!(line.contains(e), "{line} should say {e}");
+    }
 }

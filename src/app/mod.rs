@@ -75,13 +75,27 @@ fn report_error(e: &anyhow::Error) -> i32 {
     }) {
         return 0;
     }
-    let code = match (e.downcast_ref::<Error>(), e.downcast_ref::<ConfigError>()) {
-        (Some(e), _) => e.exit_code(),
-        (None, Some(_)) => 2,
-        (None, None) => 1,
-    };
-    error(None, &format!("{e:#}"));
-    code
+    match (e.downcast_ref::<Error>(), e.downcast_ref::<ConfigError>()) {
+        (Some(Error::Config(c)), _) | (None, Some(c)) => {
+            config_error(c);
+            2
+        }
+        (Some(other), _) => {
+            error(None, &format!("{e:#}"));
+            other.exit_code()
+        }
+        (None, None) => {
+            error(None, &format!("{e:#}"));
+            1
+        }
+    }
+}
+
+/// A pipeline file's errors, each on its own `ingest: error:` line.
+pub fn config_error(e: &ConfigError) {
+    for one in e.each() {
+        error(None, &one.to_string());
+    }
 }
 
 /// The one error printer: `ingest: error: [PIPELINE: ]MESSAGE`, with any

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{error, load};
+use super::{config_error, error, load};
 use crate::cli::{Output, ProgressMode, RunArgs};
 use crate::config::Pipeline;
 use crate::error::{Error, HttpError, SinkError};
@@ -24,7 +24,7 @@ pub(super) async fn run(args: RunArgs, quiet: bool) -> i32 {
         match load(path, &overrides) {
             Ok(p) => pipelines.push(p),
             Err(e) => {
-                error(None, &e.to_string());
+                config_error(&e);
                 bad = true;
             }
         }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{error, load};
+use super::{config_error, load};
 
 pub(super) fn validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32> {
     let mut bad = 0;
@@ -20,7 +20,7 @@ pub(super) fn validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32>
             ),
             Err(e) => {
                 bad += 1;
-                error(None, &e.to_string());
+                config_error(&e);
             }
         }
     }

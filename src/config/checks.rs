@@ -8,7 +8,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 use super::source::PartitionConfig;
-use super::{ConfigError, Ctx, PaginationKind, Pipeline};
+use super::{Ctx, PaginationKind, Pipeline};
 
 /// Requests in flight per source, at most. More only piles speculative
 /// requests on an API (100,000 sent ~2,900 requests to a 2-record API).
@@ -45,10 +45,14 @@ fn at_most(v: std::time::Duration, hi: std::time::Duration) -> Result<(), String
 }
 
 /// Numbers in ranges that work, and the name.
-pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
-    let key = |k: &str, r: Result<(), String>| r.map_err(|m| ctx.key(tree, k, m));
+pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    let key = |k: &str, r: Result<(), String>| {
+        if let Err(m) = r {
+            ctx.push(ctx.key(tree, k, m));
+        }
+    };
     if p.name.trim().is_empty() || p.name.chars().any(char::is_control) {
-        return Err(ctx.key(
+        ctx.push(ctx.key(
             tree,
             "name",
             "the pipeline's name is empty or holds a control character; remove `name` to use the file name",
@@ -58,46 +62,46 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<
     key(
         "source.concurrency",
         within(s.concurrency as u64, 1, MAX_CONCURRENCY as u64),
-    )?;
-    key("source.timeout", at_most(s.timeout, MAX_WAIT))?;
+    );
+    key("source.timeout", at_most(s.timeout, MAX_WAIT));
     key(
         "source.retry.max_attempts",
         within(u64::from(s.retry.max_attempts), 1, u64::from(MAX_ATTEMPTS)),
-    )?;
+    );
     key(
         "source.retry.max_delay",
         at_most(s.retry.max_delay, MAX_WAIT),
-    )?;
+    );
     if s.retry.initial_delay > s.retry.max_delay {
-        return Err(ctx.key(
+        ctx.push(ctx.key(
             tree,
             "source.retry.initial_delay",
             "is longer than `max_delay`",
         ));
     }
     if !(1.0..=100.0).contains(&s.retry.multiplier) {
-        return Err(ctx.key(tree, "source.retry.multiplier", "must be from 1.0 to 100"));
+        ctx.push(ctx.key(tree, "source.retry.multiplier", "must be from 1.0 to 100"));
     }
     match &s.pagination.kind {
         PaginationKind::PageNumber(k) => {
             if let Some(size) = k.size {
-                key("source.pagination.size", within(size, 1, MAX_PAGE))?;
+                key("source.pagination.size", within(size, 1, MAX_PAGE));
             }
         }
-        PaginationKind::Offset(k) => key("source.pagination.limit", within(k.limit, 1, MAX_PAGE))?,
+        PaginationKind::Offset(k) => key("source.pagination.limit", within(k.limit, 1, MAX_PAGE)),
         _ => {}
     }
     key(
         "sink.batch_size",
         within(p.sink.batch_size as u64, 1, MAX_BATCH as u64),
-    )?;
+    );
     if let Some(inc) = &s.incremental
         && let Some(back) = inc.lookback
     {
-        key("source.incremental.lookback", at_most(back, MAX_LOOKBACK))?;
+        key("source.incremental.lookback", at_most(back, MAX_LOOKBACK));
         let v = inc.initial.0.trim();
         if v.parse::<jiff::Timestamp>().is_err() && v.parse::<f64>().is_err() {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "source.incremental.initial",
                 format!(
@@ -106,21 +110,16 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<
             ));
         }
     }
-    Ok(())
 }
 
 /// `{name}` in `path` and `params` must be filled by the partition.
-pub(super) fn placeholders(
-    p: &Pipeline,
-    ctx: &Ctx<'_>,
-    tree: &DeTable<'_>,
-) -> Result<(), ConfigError> {
+pub(super) fn placeholders(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     let filled: &[&str] = match &p.source.partition {
         None => &[],
         Some(PartitionConfig::List(_) | PartitionConfig::Range(_)) => &["value"],
         Some(PartitionConfig::Dates(_)) => &["start", "end"],
         // a query's columns are known only when it runs
-        Some(PartitionConfig::Query(_)) => return Ok(()),
+        Some(PartitionConfig::Query(_)) => return,
     };
     let mut places = vec![("source.path".to_string(), p.source.path.clone())];
     for (k, v) in &p.source.params {
@@ -134,7 +133,7 @@ pub(super) fn placeholders(
                 } else {
                     format!("its partition fills {}", list(filled))
                 };
-                return Err(ctx.key(
+                ctx.push(ctx.key(
                     tree,
                     &at,
                     format!("`{{{name}}}` is filled by nothing: {fills}; write `{{{{` and `}}}}` for literal braces"),
@@ -142,7 +141,6 @@ pub(super) fn placeholders(
             }
         }
     }
-    Ok(())
 }
 
 fn list(names: &[&str]) -> String {
@@ -180,11 +178,11 @@ fn names(text: &str) -> Vec<&str> {
 }
 
 /// Declared columns that SQLite would take for one (`id` and `ID`).
-pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
+pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     let mut seen: Vec<&str> = Vec::new();
     for name in p.sink.columns.keys() {
         if let Some(other) = seen.iter().find(|o| o.eq_ignore_ascii_case(name)) {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "sink.columns",
                 format!(
@@ -194,18 +192,15 @@ pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result
         }
         seen.push(name);
     }
-    Ok(())
 }
 
 /// The sink path can hold a database: not empty, not a directory, not under
 /// a file, an existing file is SQLite, and the directory is writable (the
 /// lock, WAL and journal files go beside it). Nothing is created here.
-pub(super) fn sink_path(
-    p: &Pipeline,
-    ctx: &Ctx<'_>,
-    tree: &DeTable<'_>,
-) -> Result<(), ConfigError> {
-    sqlite_path(&p.sink.path).map_err(|m| ctx.key(tree, "sink.path", m))
+pub(super) fn sink_path(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    if let Err(m) = sqlite_path(&p.sink.path) {
+        ctx.push(ctx.key(tree, "sink.path", m));
+    }
 }
 
 /// See [`sink_path`].

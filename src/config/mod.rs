@@ -86,6 +86,22 @@ pub enum ConfigError {
     /// Another command-line value.
     #[error("{0}")]
     Usage(String),
+    /// Several of the above, in file order (at most [`MAX_ERRORS`]).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+}
+
+/// Errors reported from one file, at most.
+pub const MAX_ERRORS: usize = 20;
+
+impl ConfigError {
+    /// Each error on its own: one for most, several for [`ConfigError::Many`].
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(v) => v.iter().flat_map(ConfigError::each).collect(),
+            one => vec![one],
+        }
+    }
 }
 
 /// An error at a place in a pipeline file.
@@ -182,6 +198,8 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         text,
         overrides: Vec::new(),
         secrets: Secrets::default(),
+        errors: Default::default(),
+        suppressed: Default::default(),
     };
     let mut root = DeTable::parse(text)
         .map_err(|e| ctx.at(e.span().unwrap_or(0..0), None, e.message().to_string()))?
@@ -198,16 +216,17 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         offset += line.len() + 1;
     }
 
-    let found = tree::interpolate(&mut root, opts.env).map_err(|e| ctx.tree_err(&root, e))?;
+    let (found, missing) = tree::interpolate(&mut root, opts.env);
     ctx.secrets = Secrets::new(found);
-
-    let original = root.clone();
-    for (path, common) in KINDED {
-        tree::rewrite_kinds(&mut root, path, common).map_err(|e| ctx.tree_err(&original, e))?;
+    for e in missing {
+        // a value left uninterpolated would fail its own checks too
+        if let Some(k) = tree::key_at(&root, e.span.start) {
+            ctx.suppressed.borrow_mut().push(k);
+        }
+        ctx.errors.borrow_mut().push(ctx.tree_err(&root, e));
     }
-    let de = toml::de::Deserializer::from(Spanned::new(0..text.len(), root));
-    let raw = RawPipeline::deserialize(de).map_err(|e| ctx.serde_err(&original, e))?;
-
+    let original = root.clone();
+    let raw = deserialize(&ctx, root, &original)?;
     let SourceConfig::Http(source) = raw.source;
     let SinkConfig::Sqlite(sink) = raw.sink;
     let name = raw.name.unwrap_or_else(|| {
@@ -226,8 +245,60 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         secrets: secrets.clone(),
     };
     let ctx = Ctx { secrets, ..ctx };
-    check(&pipeline, &ctx, &original)?;
+    check(&pipeline, &ctx, &original);
+    ctx.finish()?;
     Ok(pipeline)
+}
+
+/// Deserialize the tree, going on past errors: a key whose value serde
+/// refuses (unknown, wrong type) is noted and removed, and serde tries again,
+/// so one pass reports every such key (up to [`MAX_ERRORS`]). Later checks
+/// say nothing more about a removed key.
+fn deserialize(
+    ctx: &Ctx<'_>,
+    mut work: DeTable<'_>,
+    original: &DeTable<'_>,
+) -> Result<RawPipeline, ConfigError> {
+    for _ in 0..MAX_ERRORS {
+        let mut root = work.clone();
+        for (path, common) in KINDED {
+            if let Err(e) = tree::rewrite_kinds(&mut root, path, common) {
+                ctx.push(ctx.tree_err(original, e));
+                return Err(ctx.fail());
+            }
+        }
+        let de = toml::de::Deserializer::from(Spanned::new(0..ctx.text.len(), root));
+        let e = match RawPipeline::deserialize(de) {
+            Ok(raw) => return Ok(raw),
+            Err(e) => e,
+        };
+        let missing = e.message().starts_with("missing field");
+        let kind = guess_kind(e.message());
+        let span = e.span();
+        // the key as the file names it, and as the tree being fixed does
+        let at = span.clone().and_then(|s| tree::key_at(original, s.start));
+        let here = span.and_then(|s| tree::key_at(&work, s.start));
+        ctx.push(ctx.serde_err(original, e));
+        let (Some(at), Some(here)) = (at, here) else {
+            break;
+        };
+        match kind {
+            // a misspelt kind: go on as the closest kind, and say nothing
+            // more about that table, whose keys were meant for another kind
+            Some(kind) if here.ends_with(".kind") && tree::set_string(&mut work, &here, &kind) => {
+                ctx.suppressed
+                    .borrow_mut()
+                    .push(at.trim_end_matches(".kind").to_string());
+            }
+            // a missing key cannot be removed, only the array item (a
+            // `[[transform]]`) that lacks it
+            _ if (!missing || here.ends_with(']')) && tree::remove_path(&mut work, &here) => {
+                ctx.suppressed.borrow_mut().push(at)
+            }
+            _ => break,
+        }
+    }
+    Err(ctx.fail())
 }
 
 /// `KEY=VALUE` as the TOML line `KEY = VALUE`; a VALUE that is not a TOML
@@ -282,9 +353,76 @@ struct Ctx<'a> {
     text: &'a str,
     overrides: Vec<(Range<usize>, String)>,
     secrets: Secrets,
+    /// Every error found so far: a file is checked in one pass.
+    errors: std::cell::RefCell<Vec<ConfigError>>,
+    /// Keys already reported (and removed or left raw): later checks stay
+    /// silent about them and what is under them.
+    suppressed: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ctx<'_> {
+    /// Note an error and go on checking; an error about a key that was
+    /// already reported is left out, and so is a missing key that was removed.
+    fn push(&self, e: ConfigError) {
+        let key = match &e {
+            ConfigError::Invalid(d) => d.key.clone(),
+            _ => None,
+        };
+        // a key removed for an error leaves its table short of nothing
+        // else: a missing key beside it is most likely the same mistake
+        let parent = |k: &str| k.rsplit_once('.').map(|(p, _)| p.to_string());
+        let missing = matches!(&e, ConfigError::Invalid(d) if d.message.starts_with("missing key"));
+        let beside = missing
+            && key.as_ref().is_some_and(|k| {
+                self.suppressed
+                    .borrow()
+                    .iter()
+                    .any(|s| parent(s).is_some() && parent(s) == parent(k))
+            });
+        let quiet = beside
+            || key.as_ref().is_some_and(|k| {
+                self.suppressed.borrow().iter().any(|s| {
+                    *k == *s
+                        || k.starts_with(&format!("{s}."))
+                        || k.starts_with(&format!("{s}["))
+                        || s.starts_with(&format!("{k}."))
+                })
+            });
+        // one error per key: the first check that fails says it
+        let repeated = key.as_ref().is_some_and(|k| {
+            self.errors
+                .borrow()
+                .iter()
+                .any(|x| matches!(x, ConfigError::Invalid(d) if d.key.as_ref() == Some(k)))
+        });
+        if !quiet && !repeated {
+            self.errors.borrow_mut().push(e);
+        }
+    }
+
+    /// The errors noted so far as one error (for a load that cannot go on).
+    fn fail(&self) -> ConfigError {
+        self.finish()
+            .err()
+            .unwrap_or_else(|| ConfigError::Usage("the pipeline cannot be loaded".into()))
+    }
+
+    /// The errors noted so far, as one error (none: `Ok`).
+    fn finish(&self) -> Result<(), ConfigError> {
+        let mut errors = self.errors.take();
+        // in file order; errors about the command line come last
+        errors.sort_by_key(|e| match e {
+            ConfigError::Invalid(d) => (d.line, d.column),
+            _ => (usize::MAX, 0),
+        });
+        errors.truncate(MAX_ERRORS);
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+
     fn at(&self, span: Range<usize>, key: Option<String>, message: String) -> ConfigError {
         let message = self.secrets.redact(&message);
         if span.start > self.text.len() {
@@ -387,7 +525,12 @@ fn polish(message: &str, key: &mut Option<String>) -> String {
         if allowed.contains("there are no fields") || allowed.is_empty() {
             return format!("unknown key `{field}`; this table takes no keys besides `kind`");
         }
-        return format!("unknown key `{field}`; allowed here: {allowed}");
+        return match did_you_mean(field, &allowed) {
+            Some(k) => {
+                format!("unknown key `{field}`; did you mean `{k}`? allowed here: {allowed}")
+            }
+            None => format!("unknown key `{field}`; allowed here: {allowed}"),
+        };
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (variant, allowed) = rest.split_once('`').unwrap_or((rest, ""));
@@ -402,7 +545,12 @@ fn polish(message: &str, key: &mut Option<String>) -> String {
             }
             return format!("missing key `kind`; expected one of: {allowed}");
         }
-        return format!("unknown value `{variant}`; expected one of: {allowed}");
+        return match did_you_mean(variant, &allowed) {
+            Some(k) => {
+                format!("unknown value `{variant}`; did you mean `{k}`? expected one of: {allowed}")
+            }
+            None => format!("unknown value `{variant}`; expected one of: {allowed}"),
+        };
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
@@ -422,6 +570,34 @@ fn polish(message: &str, key: &mut Option<String>) -> String {
         .replace("expected f32", "expected a number")
         .replace("expected a sequence", "expected an array")
         .replace("expected a map", "expected a table")
+}
+
+/// For serde's "unknown variant `x`, expected one of ..." the variant to go
+/// on with: the closest one, or the first.
+fn guess_kind(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (typed, allowed) = rest.split_once('`')?;
+    let allowed = allowed
+        .trim_start_matches(", expected one of ")
+        .trim_start_matches(", expected ")
+        .replace('`', "")
+        .replace(" or ", ", ");
+    did_you_mean(typed, &allowed)
+        .or_else(|| allowed.split(", ").next())
+        .map(str::to_string)
+        .filter(|k| !k.is_empty() && *k != typed)
+}
+
+/// The allowed name (from a `, `-separated list) closest to a misspelt one,
+/// when it is close enough to be what was meant.
+fn did_you_mean<'a>(typed: &str, allowed: &'a str) -> Option<&'a str> {
+    allowed
+        .split(", ")
+        .map(str::trim)
+        .map(|k| (strsim::jaro_winkler(&typed.to_ascii_lowercase(), k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 /// SQLite identifiers we create: letters, digits, `_`; not our own or SQLite's.
@@ -444,28 +620,25 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
-    check_source(&p.source, ctx, tree)?;
-    check_sink(p, ctx, tree)?;
+/// Every check serde cannot make; each failure is pushed to `ctx`.
+fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    check_source(&p.source, ctx, tree);
+    check_sink(p, ctx, tree);
     if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
-        return Err(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+        ctx.push(ctx.key(tree, &format!("transform[{i}].{key}"), message));
     }
-    checks::limits(p, ctx, tree)?;
-    checks::placeholders(p, ctx, tree)?;
-    checks::columns(p, ctx, tree)?;
-    checks::sink_path(p, ctx, tree)
+    checks::limits(p, ctx, tree);
+    checks::placeholders(p, ctx, tree);
+    checks::columns(p, ctx, tree);
+    checks::sink_path(p, ctx, tree);
 }
 
 /// The source's URL, headers, retry, pagination and partition.
-fn check_source(
-    s: &HttpSourceConfig,
-    ctx: &Ctx<'_>,
-    tree: &DeTable<'_>,
-) -> Result<(), ConfigError> {
+fn check_source(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     match url::Url::parse(&s.base_url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
         Ok(u) => {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "source.base_url",
                 format!(
@@ -475,7 +648,7 @@ fn check_source(
             ));
         }
         Err(e) => {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "source.base_url",
                 format!(
@@ -486,24 +659,24 @@ fn check_source(
         }
     }
     if s.concurrency == 0 {
-        return Err(ctx.key(tree, "source.concurrency", "must be at least 1"));
+        ctx.push(ctx.key(tree, "source.concurrency", "must be at least 1"));
     }
     if s.timeout.is_zero() {
-        return Err(ctx.key(tree, "source.timeout", "must be longer than zero"));
+        ctx.push(ctx.key(tree, "source.timeout", "must be longer than zero"));
     }
     if s.body.is_some() && s.method == source::Method::Get {
-        return Err(ctx.key(tree, "source.body", "a body needs `method = \"POST\"`"));
+        ctx.push(ctx.key(tree, "source.body", "a body needs `method = \"POST\"`"));
     }
     for (name, value) in &s.headers {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "source.headers",
                 format!("`{name}` is not a header name"),
             ));
         }
         if reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 &format!("source.headers.{name}"),
                 "a header value is visible ASCII text",
@@ -511,57 +684,54 @@ fn check_source(
         }
     }
     if s.retry.max_attempts == 0 {
-        return Err(ctx.key(
+        ctx.push(ctx.key(
             tree,
             "source.retry.max_attempts",
             "must be at least 1 (the first try counts)",
         ));
     }
     if s.retry.multiplier.is_nan() || s.retry.multiplier < 1.0 {
-        return Err(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
+        ctx.push(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
     }
-    check_pagination(&s.pagination, ctx, tree)?;
-    if let Some(part) = &s.partition {
-        check_partition(part, s)
-            .map_err(|(key, m)| ctx.key(tree, &format!("source.partition.{key}"), m))?;
+    check_pagination(&s.pagination, ctx, tree);
+    if let Some(part) = &s.partition
+        && let Err((key, m)) = check_partition(part, s)
+    {
+        ctx.push(ctx.key(tree, &format!("source.partition.{key}"), m));
     }
-    Ok(())
 }
 
 /// Page sizes and page counts that make a walk.
-fn check_pagination(
-    pg: &PaginationConfig,
-    ctx: &Ctx<'_>,
-    tree: &DeTable<'_>,
-) -> Result<(), ConfigError> {
+fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     if pg.max_pages == Some(0) {
-        return Err(ctx.key(tree, "source.pagination.max_pages", "must be at least 1"));
+        ctx.push(ctx.key(tree, "source.pagination.max_pages", "must be at least 1"));
     }
     match &pg.kind {
         PaginationKind::PageNumber(k) if k.size == Some(0) => {
-            return Err(ctx.key(tree, "source.pagination.size", "must be at least 1"));
+            ctx.push(ctx.key(tree, "source.pagination.size", "must be at least 1"));
         }
         PaginationKind::PageNumber(k) if k.size.is_some() && k.size_param.is_none() => {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "source.pagination.size",
                 "`size` needs `size_param`, the query parameter that carries it",
             ));
         }
         PaginationKind::Offset(k) if k.limit == 0 => {
-            return Err(ctx.key(tree, "source.pagination.limit", "must be at least 1"));
+            ctx.push(ctx.key(tree, "source.pagination.limit", "must be at least 1"));
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// The sink's table, batch size, primary key and declared columns.
-fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), ConfigError> {
+fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     let k = &p.sink;
-    check_table_name(&k.table).map_err(|m| ctx.key(tree, "sink.table", m))?;
+    if let Err(m) = check_table_name(&k.table) {
+        ctx.push(ctx.key(tree, "sink.table", m));
+    }
     if k.batch_size == 0 {
-        return Err(ctx.key(tree, "sink.batch_size", "must be at least 1"));
+        ctx.push(ctx.key(tree, "sink.batch_size", "must be at least 1"));
     }
     if k.write == WriteMode::Merge && k.primary_key.is_empty() {
         let at = if span_of(tree, "sink.write").is_some() {
@@ -569,7 +739,7 @@ fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), Con
         } else {
             "sink"
         };
-        return Err(ctx.key(
+        ctx.push(ctx.key(
             tree,
             at,
             "`write = \"merge\"` needs `primary_key`, the fields that identify a record",
@@ -577,7 +747,7 @@ fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), Con
     }
     for (i, c) in k.primary_key.iter().enumerate() {
         if c.is_empty() {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "sink.primary_key",
                 format!("column {} of the primary key is empty", i + 1),
@@ -586,14 +756,13 @@ fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) -> Result<(), Con
     }
     for name in k.columns.keys() {
         if name.is_empty() || name.to_ascii_lowercase().starts_with("_ingest") {
-            return Err(ctx.key(
+            ctx.push(ctx.key(
                 tree,
                 "sink.columns",
                 format!("`{name}` cannot be a column name"),
             ));
         }
     }
-    Ok(())
 }
 
 /// A partition must be able to reach the request, and its bounds must parse.

@@ -74,7 +74,7 @@ fn loads_the_example() {
 #[test]
 fn unknown_key_in_kinded_table() {
     let e = err(&BASE.replace("size = 10", "sise = 10"));
-    assert!(e.starts_with("p.toml:17:1: source.pagination.sise: unknown key `sise`; allowed here: param, start, size_param, size"), "{e}");
+    assert!(e.starts_with("p.toml:17:1: source.pagination.sise: unknown key `sise`; did you mean `size`? allowed here: param, start, size_param, size"), "{e}");
     assert!(e.contains("max_pages"), "{e}");
 }
 
@@ -92,7 +92,7 @@ fn wrong_type_names_the_key() {
 #[test]
 fn unknown_kind_lists_kinds() {
     let e = err(&BASE.replace("kind = \"page_number\"", "kind = \"pages\""));
-    assert!(e.starts_with("p.toml:14:8: source.pagination.kind: unknown value `pages`; expected one of: page_number, offset, cursor, next_url, link_header, none"), "{e}");
+    assert!(e.starts_with("p.toml:14:8: source.pagination.kind: unknown value `pages`; did you mean `page_number`? expected one of: page_number, offset, cursor, next_url, link_header, none"), "{e}");
 }
 
 #[test]
@@ -155,7 +155,9 @@ fn bad_jq_and_transform_key() {
     );
     let e = err(&BASE.replace("fields = { userId", "feilds = { userId"));
     assert!(
-        e.contains("transform[0].feilds: unknown key `feilds`; allowed here: fields"),
+        e.contains(
+            "transform[0].feilds: unknown key `feilds`; did you mean `fields`? allowed here: fields"
+        ),
         "{e}"
     );
 }
@@ -209,4 +211,29 @@ fn secrets_are_masked_in_errors() {
         "path = \"/posts\"\nconcurrency = \"${env:API_TOKEN}\"",
     ));
     assert!(!e.contains("tok-123456"), "{e}");
+}
+
+#[test]
+fn every_mistake_in_one_pass() {
+    let text = BASE
+        .replace("size = 10", "sise = 10")
+        .replace("kind = \"page_number\"", "kind = \"page_numbr\"")
+        .replace("table = \"posts\"", "table = \"1posts\"\nbatch_size = 0");
+    let e = err(&format!(
+        "{text}\n[[transform]]\nkind = \"rename\"\nfeilds = {{ a = \"b\" }}\n"
+    ));
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("p.toml:")).collect();
+    assert_eq!(lines.len(), 4, "{e}");
+    assert!(
+        lines[0].contains(
+            "source.pagination.kind: unknown value `page_numbr`; did you mean `page_number`?"
+        ),
+        "{e}"
+    );
+    assert!(
+        lines[1].contains("sink.table: `1posts` is not a table name"),
+        "{e}"
+    );
+    assert!(lines[2].contains("sink.batch_size"), "{e}");
+    assert!(lines[3].contains("did you mean `fields`?"), "{e}");
 }

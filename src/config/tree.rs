@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use serde_spanned::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 
 /// A problem found while preparing the tree, at a span of the document.
 #[derive(Debug)]
@@ -35,38 +35,38 @@ type Value<'i> = Spanned<DeValue<'i>>;
 pub fn interpolate(
     table: &mut DeTable<'_>,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<String>, TreeError> {
-    let mut secrets = Vec::new();
+) -> (Vec<String>, Vec<TreeError>) {
+    let (mut secrets, mut errors) = (Vec::new(), Vec::new());
     for (_, v) in table.iter_mut() {
-        interpolate_value(v, lookup, &mut secrets)?;
+        interpolate_value(v, lookup, &mut secrets, &mut errors);
     }
-    Ok(secrets)
+    (secrets, errors)
 }
 
 fn interpolate_value(
     v: &mut Value<'_>,
     lookup: &dyn Fn(&str) -> Option<String>,
     secrets: &mut Vec<String>,
-) -> Result<(), TreeError> {
+    errors: &mut Vec<TreeError>,
+) {
     let span = v.span();
     match v.get_mut() {
-        DeValue::String(s) if s.contains('$') => {
-            let out = expand(s, lookup, secrets).map_err(|m| err(span, m))?;
-            *s = Cow::Owned(out);
-        }
+        DeValue::String(s) if s.contains('$') => match expand(s, lookup, secrets) {
+            Ok(out) => *s = Cow::Owned(out),
+            Err(m) => errors.push(err(span, m)),
+        },
         DeValue::Array(a) => {
             for item in a.iter_mut() {
-                interpolate_value(item, lookup, secrets)?;
+                interpolate_value(item, lookup, secrets, errors);
             }
         }
         DeValue::Table(t) => {
             for (_, item) in t.iter_mut() {
-                interpolate_value(item, lookup, secrets)?;
+                interpolate_value(item, lookup, secrets, errors);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// Expand one string. `$${` stands for a literal `${`.
@@ -267,6 +267,78 @@ fn tag<'i>(
 }
 
 /// The dotted key path of the deepest key whose key or value holds `at`.
+/// Remove the entry at a dotted key path (`source.pagination.sise`,
+/// `transform[1].fields`), so that loading can go on past an error there.
+pub fn remove_path(table: &mut DeTable<'_>, path: &str) -> bool {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let (name, index) = match head.split_once('[') {
+        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (head, None),
+    };
+    let Some(rest) = rest else {
+        return match index {
+            None => table.remove(name).is_some(),
+            // a whole `[[transform]]` item: the items after it move up
+            Some(i) => match table.get_mut(name).map(|v| v.get_mut()) {
+                Some(DeValue::Array(a)) if i < a.len() => {
+                    let kept: DeArray<'_> = std::mem::replace(a, DeArray::new())
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, v)| v)
+                        .collect();
+                    *a = kept;
+                    true
+                }
+                _ => false,
+            },
+        };
+    };
+    let Some(v) = table.get_mut(name) else {
+        return false;
+    };
+    let inner = match (v.get_mut(), index) {
+        (DeValue::Table(t), None) => t,
+        (DeValue::Array(a), Some(i)) => match a.get_mut(i).map(|x| x.get_mut()) {
+            Some(DeValue::Table(t)) => t,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    remove_path(inner, rest)
+}
+
+/// Set the string at a dotted key path that holds one (a `kind` whose value
+/// was misspelt), so that loading can go on past it.
+pub fn set_string(table: &mut DeTable<'_>, path: &str, value: &str) -> bool {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let (name, index) = match head.split_once('[') {
+        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (head, None),
+    };
+    let Some(v) = table.get_mut(name) else {
+        return false;
+    };
+    match (v.get_mut(), index, rest) {
+        (DeValue::String(s), None, None) => {
+            *s = Cow::Owned(value.to_string());
+            true
+        }
+        (DeValue::Table(t), None, Some(rest)) => set_string(t, rest, value),
+        (DeValue::Array(a), Some(i), Some(rest)) => match a.get_mut(i).map(|x| x.get_mut()) {
+            Some(DeValue::Table(t)) => set_string(t, rest, value),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 pub fn key_at(table: &DeTable<'_>, at: usize) -> Option<String> {
     let mut best: Option<(String, usize)> = None;
     walk_keys(table, "", at, &mut best);
