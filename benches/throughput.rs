@@ -204,7 +204,7 @@ fn floor_fetch(url: &str) {
 /// timed; making the rows is not.
 fn floor_write(n: u64, dir: &str) {
     use ingest::sink::Batch;
-    use ingest::sink::sqlite::SqliteSink;
+    use ingest::sink::Sink;
     let db = Path::new(dir).join("floor.db");
     let text = pipeline("http://127.0.0.1:9", "total", 8, &db);
     let p = ingest::config::load_str(&text, Path::new("floor.toml"), &Default::default())
@@ -212,14 +212,14 @@ fn floor_write(n: u64, dir: &str) {
     let data = ingest_mock::Dataset::new(42, n, 0);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let seconds = rt.block_on(async {
-        let mut sink = SqliteSink::open(&p.sink, &p.name)
+        let (mut sink, _lock) = Sink::open(&p.sink, &p.name)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         sink.begin_run(false, true)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut spent = Duration::ZERO;
-        let per = p.sink.batch_size as u64;
+        let per = p.sink.batch_size() as u64;
         let mut id = 1;
         while id <= n {
             let records: Vec<Value> = (id..(id + per).min(n + 1)).map(|i| data.post(i)).collect();

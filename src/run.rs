@@ -4,7 +4,7 @@
 //! ```text
 //! producer task: Source::walk ──▶ bounded channel (CHANNEL_PAGES) ──▶ consumer:
 //!   transforms per page ──▶ batch of whole pages ──▶ writer task:
-//!   SqliteSink::write (one transaction per batch)
+//!   Sink::write (one transaction per batch)
 //! ```
 //! The producer reserves a channel slot *before* it asks the source for the
 //! next page, and the consumer holds the writer's single slot while it
@@ -26,8 +26,7 @@ use crate::config::source::PartitionConfig;
 use crate::config::values::FieldPath;
 use crate::config::{Pipeline, WriteMode};
 use crate::error::{ConfigError, Error};
-use crate::sink::sqlite::SqliteSink;
-use crate::sink::sqlite::lock_pipeline;
+use crate::sink::Sink;
 use crate::sink::{Batch, Reject};
 use crate::source::partition::{self, Window};
 use crate::source::{Page, Partition, Resume, Source, SourceMetrics};
@@ -222,8 +221,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let metrics = source.metrics();
 
     // one run per pipeline and database at a time (cron overlapping itself)
-    let _lock = lock_pipeline(&p.sink.path, &p.name)?;
-    let mut sink = SqliteSink::open(&p.sink, &p.name).await?;
+    let (mut sink, _lock) = Sink::open(&p.sink, &p.name).await?;
     let plan = plan(p, opts, &mut source, &mut sink).await?;
     let run_id = sink.begin_run(plan.refresh, plan.fresh).await?;
     tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = plan.walks.len(), resumed = plan.resumed, "run started");
@@ -236,7 +234,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     );
     let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone());
     let cursor_field = p.source.incremental.as_ref().map(|i| &i.cursor_field);
-    let mut failure = batch(&chain, cursor_field, p.sink.batch_size, rx, wtx).await;
+    let mut failure = batch(&chain, cursor_field, p.sink.batch_size(), rx, wtx).await;
     producer.abort();
     let _ = producer.await;
     let (mut sink, progress, written) = writer.await.map_err(|e| {
@@ -268,8 +266,8 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         retries,
         resumed: plan.resumed,
         seconds: started.elapsed().as_secs_f64(),
-        database: p.sink.path.display().to_string(),
-        table: p.sink.table.clone(),
+        database: p.sink.location(),
+        table: p.sink.table().to_string(),
         error,
         peak_rss_bytes: peak_rss_bytes(),
     };
@@ -320,7 +318,7 @@ async fn plan(
     p: &Pipeline,
     opts: &RunOptions,
     source: &mut Source,
-    sink: &mut SqliteSink,
+    sink: &mut Sink,
 ) -> Result<Plan, Error> {
     // a --full-refresh that was interrupted is finished by the next run,
     // into the same staging table, whatever that run's flags
@@ -333,7 +331,7 @@ async fn plan(
     let refresh = opts.full_refresh || continued;
     // a partition can be walked again from the start only where records
     // are upserted into the live table; elsewhere that would double them
-    let restartable = p.sink.write == WriteMode::Merge && !refresh;
+    let restartable = p.sink.write() == WriteMode::Merge && !refresh;
     source.restart_expired(restartable);
     let saved = if opts.full_refresh {
         sink.start_refresh().await?;
@@ -369,7 +367,7 @@ async fn plan(
 async fn incremental_params(
     p: &Pipeline,
     opts: &RunOptions,
-    sink: &mut SqliteSink,
+    sink: &mut Sink,
     refresh: bool,
 ) -> Result<Vec<(String, String)>, Error> {
     let mut extra = Vec::new();
@@ -464,7 +462,7 @@ fn match_saved(
              to reload the table, or `ingest state reset` to forget the saved points \
              (the next run then starts over and may store rows again)",
             mismatched.join("; "),
-            p.sink.write.name(),
+            p.sink.write().name(),
             if refresh {
                 " with a staged refresh"
             } else {
@@ -517,12 +515,12 @@ fn walk(
 
 /// What the writer task gives back: the sink, the counters, and how the
 /// writes went.
-type Written = (SqliteSink, Progress, Result<(), Error>);
+type Written = (Sink, Progress, Result<(), Error>);
 
 /// The writer: owns the sink and commits one batch while the consumer
 /// gathers the next, so fetching and writing overlap.
 fn spawn_writer(
-    mut sink: SqliteSink,
+    mut sink: Sink,
     metrics: Arc<SourceMetrics>,
     opts: RunOptions,
 ) -> (mpsc::Sender<Batch>, tokio::task::JoinHandle<Written>) {
@@ -719,7 +717,7 @@ fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, 
 }
 
 async fn commit(
-    sink: &mut SqliteSink,
+    sink: &mut Sink,
     batch: Batch,
     progress: &mut Progress,
     metrics: &Arc<SourceMetrics>,
@@ -774,7 +772,7 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     let mut batch = Batch::default();
     let url = page.url.clone();
     add_page(&chain, None, &mut batch, page);
-    let columns = crate::sink::sqlite::infer_columns(&batch.records, &p.sink.columns)
+    let columns = crate::sink::sqlite::infer_columns(&batch.records, p.sink.columns())
         .into_iter()
         .map(|(n, t)| (n, t.name().to_string()))
         .collect();

@@ -9,10 +9,16 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::Pipeline;
 use crate::sink::SinkError;
-use crate::sink::sqlite::{db_err, lock_pipeline, open_existing, quote};
+use crate::sink::sqlite::{db_err, open_existing, quote};
 
 fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError + use<> {
-    db_err(&p.sink.path.display().to_string(), action.to_string())
+    db_err(&p.sink.location(), action.to_string())
+}
+
+/// The SQLite file of a pipeline (the only kind of sink these read today).
+fn sqlite_path(p: &Pipeline) -> &std::path::Path {
+    let crate::config::SinkConfig::Sqlite(c) = &p.sink;
+    &c.path
 }
 
 /// One saved resume point.
@@ -30,7 +36,7 @@ pub struct StateRow {
 
 /// The saved resume points of a pipeline.
 pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
-    let mut conn = open_existing(&p.sink.path).await?;
+    let mut conn = open_existing(sqlite_path(p)).await?;
     let rows = sqlx::query("SELECT partition, resume, updated_at, run_id FROM _ingest_state WHERE pipeline = ? ORDER BY partition")
         .bind(&p.name)
         .fetch_all(&mut conn)
@@ -51,8 +57,8 @@ pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
 /// Returns how many were removed. Takes the pipeline's lock like a run
 /// (exit 75 while one runs: it would write its state back).
 pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
-    let mut conn = open_existing(&p.sink.path).await?;
-    let _lock = lock_pipeline(&p.sink.path, &p.name)?;
+    let mut conn = open_existing(sqlite_path(p)).await?;
+    let _lock = crate::sink::lock(&p.sink, &p.name)?;
     let done = sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
         .bind(&p.name)
         .execute(&mut conn)
@@ -86,7 +92,7 @@ pub struct RunRow {
 
 /// The last `limit` runs of a pipeline, newest first.
 pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
-    let mut conn = open_existing(&p.sink.path).await?;
+    let mut conn = open_existing(sqlite_path(p)).await?;
     let rows = sqlx::query(
         "SELECT id, started_at, ended_at, status, pages, records, retries, rejects, error \
          FROM _ingest_runs WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
@@ -101,7 +107,7 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
     let dead = rows
         .iter()
         .any(|r| r.try_get::<String, _>(3).is_ok_and(|s| s == "running"))
-        && lock_pipeline(&p.sink.path, &p.name).is_ok();
+        && crate::sink::lock(&p.sink, &p.name).is_ok();
     Ok(rows
         .iter()
         .map(|r| RunRow {
@@ -136,8 +142,8 @@ pub struct TablePeek {
 
 /// Look at the sink table.
 pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
-    let mut conn = open_existing(&p.sink.path).await?;
-    let table = &p.sink.table;
+    let mut conn = open_existing(sqlite_path(p)).await?;
+    let table = &p.sink.table().to_string();
     let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
         .bind(table)
         .fetch_all(&mut conn)
@@ -149,7 +155,7 @@ pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
     if cols.is_empty() {
         return Err(SinkError::Schema(format!(
             "{}: table `{table}` does not exist yet; `ingest run` creates it",
-            p.sink.path.display()
+            sqlite_path(p).display()
         )));
     }
     let count: i64 = sqlx::query(AssertSqlSafe(format!(

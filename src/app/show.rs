@@ -17,7 +17,7 @@ pub(super) async fn show(path: &Path, limit: u32, output: Output) -> anyhow::Res
         "{}: {} rows in {} (table {})",
         p.name,
         peek.count,
-        p.sink.path.display(),
+        p.sink.location(),
         peek.table
     );
     let header = peek.columns.clone();

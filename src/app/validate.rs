@@ -14,9 +14,9 @@ pub(super) fn validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32>
                 p.name,
                 p.source.pagination.kind.name(),
                 p.transforms.len(),
-                format!("{:?}", p.sink.write).to_lowercase(),
-                p.sink.path.display(),
-                p.sink.table
+                p.sink.write().name(),
+                p.sink.location(),
+                p.sink.table()
             ),
             Err(e) => {
                 bad += 1;

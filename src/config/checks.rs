@@ -8,7 +8,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 use super::source::PartitionConfig;
-use super::{Ctx, PaginationKind, Pipeline};
+use super::{Ctx, PaginationKind, Pipeline, SinkConfig};
 
 /// Requests in flight per source, at most. More only piles speculative
 /// requests on an API (100,000 sent ~2,900 requests to a 2-record API).
@@ -93,7 +93,7 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     }
     key(
         "sink.batch_size",
-        within(p.sink.batch_size as u64, 1, MAX_BATCH as u64),
+        within(p.sink.batch_size() as u64, 1, MAX_BATCH as u64),
     );
     if let Some(inc) = &s.incremental
         && let Some(back) = inc.lookback
@@ -180,7 +180,7 @@ fn names(text: &str) -> Vec<&str> {
 /// Declared columns that SQLite would take for one (`id` and `ID`).
 pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     let mut seen: Vec<&str> = Vec::new();
-    for name in p.sink.columns.keys() {
+    for name in p.sink.columns().keys() {
         if let Some(other) = seen.iter().find(|o| o.eq_ignore_ascii_case(name)) {
             ctx.push(ctx.key(
                 tree,
@@ -198,7 +198,8 @@ pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 /// a file, an existing file is SQLite, and the directory is writable (the
 /// lock, WAL and journal files go beside it). Nothing is created here.
 pub(super) fn sink_path(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    if let Err(m) = sqlite_path(&p.sink.path) {
+    let SinkConfig::Sqlite(c) = &p.sink;
+    if let Err(m) = sqlite_path(&c.path) {
         ctx.push(ctx.key(tree, "sink.path", m));
     }
 }

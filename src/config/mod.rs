@@ -41,7 +41,7 @@ pub struct Pipeline {
     /// Transforms, in order.
     pub transforms: Vec<TransformConfig>,
     /// The sink.
-    pub sink: SqliteSinkConfig,
+    pub sink: SinkConfig,
     /// The file it came from.
     pub file: PathBuf,
     /// Values that must never be printed.
@@ -228,7 +228,6 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
     let original = root.clone();
     let raw = deserialize(&ctx, root, &original)?;
     let SourceConfig::Http(source) = raw.source;
-    let SinkConfig::Sqlite(sink) = raw.sink;
     let name = raw.name.unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -240,7 +239,7 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         description: raw.description,
         source: *source,
         transforms: raw.transforms,
-        sink,
+        sink: raw.sink,
         file: path.to_path_buf(),
         secrets: secrets.clone(),
     };
@@ -726,7 +725,7 @@ fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 
 /// The sink's table, batch size, primary key and declared columns.
 fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    let k = &p.sink;
+    let SinkConfig::Sqlite(k) = &p.sink;
     if let Err(m) = check_table_name(&k.table) {
         ctx.push(ctx.key(tree, "sink.table", m));
     }

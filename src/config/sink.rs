@@ -13,6 +13,57 @@ pub enum SinkConfig {
     Sqlite(SqliteSinkConfig),
 }
 
+impl SinkConfig {
+    /// The kind's name, as in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The data table.
+    pub fn table(&self) -> &str {
+        match self {
+            SinkConfig::Sqlite(c) => &c.table,
+        }
+    }
+
+    /// How rows are written.
+    pub fn write(&self) -> WriteMode {
+        match self {
+            SinkConfig::Sqlite(c) => c.write,
+        }
+    }
+
+    /// The fields that identify a record (merge).
+    pub fn primary_key(&self) -> &[String] {
+        match self {
+            SinkConfig::Sqlite(c) => &c.primary_key,
+        }
+    }
+
+    /// Records per transaction, at most.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            SinkConfig::Sqlite(c) => c.batch_size,
+        }
+    }
+
+    /// Declared column types.
+    pub fn columns(&self) -> &IndexMap<String, ColumnType> {
+        match self {
+            SinkConfig::Sqlite(c) => &c.columns,
+        }
+    }
+
+    /// Where the data goes, for messages and reports (the database file).
+    pub fn location(&self) -> String {
+        match self {
+            SinkConfig::Sqlite(c) => c.path.display().to_string(),
+        }
+    }
+}
+
 fn batch() -> usize {
     1000
 }

@@ -67,7 +67,7 @@ fn loads_the_example() {
         matches!(p.source.pagination.kind, PaginationKind::PageNumber(ref k) if k.size == Some(10))
     );
     assert!(p.source.pagination.total.is_some());
-    assert_eq!(p.sink.primary_key, vec!["id".to_string()]);
+    assert_eq!(p.sink.primary_key(), vec!["id".to_string()]);
     assert_eq!(p.secrets.redact("Bearer tok-123456"), "Bearer ***");
 }
 
@@ -187,7 +187,7 @@ fn overrides_apply_and_report() {
         p.source.params.get("_limit").map(|s| s.0.as_str()),
         Some("10")
     );
-    assert_eq!(p.sink.table, "posts2");
+    assert_eq!(p.sink.table(), "posts2");
     assert_eq!(p.source.pagination.max_pages, Some(2));
     let e = load_with(BASE, &["source.concurrency=many".into()])
         .map(|_| ())

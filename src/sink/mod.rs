@@ -1,4 +1,11 @@
-//! Sinks: where records go. Only SQLite today ([`sqlite`]).
+//! Sinks: where records go, behind one seam. [`Sink`] is what the run
+//! driver talks to, whole batches at a time: take the pipeline's lock, read
+//! the ledger (saved state, marks, a refresh in progress), begin a run, write
+//! a batch with its resume state, rejects and counters in one transaction,
+//! finish, and give the rows of a `query` partition. Each kind of sink is a
+//! variant with a module of its own; SQLite's C-API fast path stays private
+//! to [`sqlite`]. A new sink is its module, a [`SinkConfig`] variant and an
+//! arm in each method below.
 
 mod bulk;
 pub mod sqlite;
@@ -9,7 +16,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use indexmap::IndexMap;
+
+use crate::config::SinkConfig;
 use crate::source::Resume;
+use sqlite::{Marks, SqliteSink, Written};
 
 /// The database refused something.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +68,101 @@ pub enum SinkError {
     /// The data cannot be stored as the pipeline asks.
     #[error("{0}")]
     Schema(String),
+}
+
+/// An open sink of a run.
+pub enum Sink {
+    /// A table in a SQLite file.
+    Sqlite(Box<SqliteSink>),
+}
+
+/// A pipeline's lock, held for as long as this value lives.
+pub enum Lock {
+    /// An OS advisory lock on a file beside the database.
+    File(std::fs::File),
+}
+
+/// Take a pipeline's lock: one run (or `state reset`) at a time; exit 75
+/// ([`SinkError::Busy`]) while another holds it.
+pub fn lock(cfg: &SinkConfig, pipeline: &str) -> Result<Lock, SinkError> {
+    match cfg {
+        SinkConfig::Sqlite(c) => sqlite::lock_pipeline(&c.path, pipeline).map(Lock::File),
+    }
+}
+
+impl Sink {
+    /// Take the pipeline's lock, then open the sink (creating what is missing).
+    pub async fn open(cfg: &SinkConfig, pipeline: &str) -> Result<(Self, Lock), SinkError> {
+        let held = lock(cfg, pipeline)?;
+        let sink = match cfg {
+            SinkConfig::Sqlite(c) => Sink::Sqlite(Box::new(SqliteSink::open(c, pipeline).await?)),
+        };
+        Ok((sink, held))
+    }
+
+    /// The run that started a `--full-refresh` that has not finished.
+    pub async fn pending_refresh(&mut self) -> Result<Option<i64>, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.pending_refresh().await,
+        }
+    }
+
+    /// Forget the resume state and note a `--full-refresh`, in one transaction.
+    pub async fn start_refresh(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.start_refresh().await,
+        }
+    }
+
+    /// The saved resume points: partition → where it resumes (`None`: done).
+    pub async fn load_state(&mut self) -> Result<IndexMap<String, Option<Resume>>, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.load_state().await,
+        }
+    }
+
+    /// The incremental mark and a pending one.
+    pub async fn load_marks(&mut self, cursor_field: &str) -> Result<Marks, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.load_marks(cursor_field).await,
+        }
+    }
+
+    /// The rows of a `query` partition, every value as text.
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<IndexMap<String, String>>, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.query_rows(sql).await,
+        }
+    }
+
+    /// Record the run and prepare the target; returns the run's id.
+    pub async fn begin_run(&mut self, full_refresh: bool, fresh: bool) -> Result<i64, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.begin_run(full_refresh, fresh).await,
+        }
+    }
+
+    /// Commit one batch: rows, resume state, rejects and counters together.
+    pub async fn write(&mut self, batch: Batch) -> Result<Written, SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.write(batch).await,
+        }
+    }
+
+    /// End the run: on success swap a staged table in and forget the state.
+    pub async fn finish(
+        &mut self,
+        status: &str,
+        error: Option<&str>,
+        retries: u64,
+    ) -> Result<(), SinkError> {
+        match self {
+            Sink::Sqlite(s) => s.finish(status, error, retries).await,
+        }
+    }
 }
 
 /// A record (or page) that was skipped, and why.
