@@ -12,6 +12,7 @@ pub mod http;
 pub mod incremental;
 pub mod json;
 pub mod paginate;
+pub mod pagination;
 pub mod partition;
 pub mod retry;
 

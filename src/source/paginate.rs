@@ -11,7 +11,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::http::Response;
-use crate::config::pagination::{PaginationConfig, PaginationKind};
+use super::pagination::{Kind, Request};
+use crate::config::pagination::PaginationConfig;
 use crate::config::values::Location;
 
 /// Where a request of a walk points.
@@ -50,30 +51,24 @@ impl Paginator {
         self.cfg.kind.name()
     }
 
+    /// The kind's behaviour (`source/pagination/`).
+    fn rules(&self) -> &dyn Kind {
+        super::pagination::kind(&self.cfg.kind)
+    }
+
     /// The first position of a walk.
     pub fn initial(&self) -> Position {
-        match &self.cfg.kind {
-            PaginationKind::PageNumber(k) => Position::Page(k.start),
-            PaginationKind::Offset(k) => Position::Offset(k.start),
-            _ => Position::Start,
-        }
+        self.rules().initial()
     }
 
     /// Whether every position is known in advance.
     pub fn addressable(&self) -> bool {
-        matches!(
-            self.cfg.kind,
-            PaginationKind::PageNumber(_) | PaginationKind::Offset(_)
-        )
+        self.rules().addressable()
     }
 
     /// The configured page size, if the kind has one.
     pub fn page_size(&self) -> Option<u64> {
-        match &self.cfg.kind {
-            PaginationKind::PageNumber(k) => k.size,
-            PaginationKind::Offset(k) => Some(k.limit),
-            _ => None,
-        }
+        self.rules().page_size()
     }
 
     /// `max_pages`.
@@ -83,61 +78,37 @@ impl Paginator {
 
     /// The position `k` pages after `pos` (addressable kinds).
     pub fn step(&self, pos: &Position, k: u64) -> Position {
-        match (&self.cfg.kind, pos) {
-            (PaginationKind::PageNumber(_), Position::Page(p)) => {
-                Position::Page(p.saturating_add(k as i64))
-            }
-            (PaginationKind::Offset(o), Position::Offset(x)) => {
-                Position::Offset(x.saturating_add(k.saturating_mul(o.limit)))
-            }
-            _ => pos.clone(),
-        }
+        self.rules().step(pos, k)
     }
 
     /// The URL (and body) of the request at `pos`. Pagination parameters go
     /// into the query, or into a POST's JSON object body when there is one.
+    /// A URL position (next URL, Link) replaces the URL whatever the kind.
     pub fn request(
         &self,
         base: &Url,
         body: Option<&Value>,
         pos: &Position,
     ) -> Result<(Url, Option<Value>), String> {
-        let mut url = base.clone();
-        let mut body = body.cloned();
-        let mut set = |name: &str, value: String| match &mut body {
-            Some(Value::Object(m)) => {
-                let v = value
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or(Value::String(value));
-                m.insert(name.to_string(), v);
-            }
-            _ => set_param(&mut url, name, &value),
+        let mut req = Request {
+            url: base.clone(),
+            body: body.cloned(),
         };
-        match (&self.cfg.kind, pos) {
-            (PaginationKind::PageNumber(k), Position::Page(p)) => {
-                set(&k.param, p.to_string());
-                if let (Some(sp), Some(size)) = (&k.size_param, k.size) {
-                    set(sp, size.to_string());
-                }
+        match pos {
+            Position::Start => {}
+            Position::Url(u) => {
+                req.url =
+                    Url::parse(u).map_err(|e| format!("the next URL `{u}` is not a URL: {e}"))?;
             }
-            (PaginationKind::Offset(k), Position::Offset(o)) => {
-                set(&k.offset_param, o.to_string());
-                set(&k.limit_param, k.limit.to_string());
-            }
-            (PaginationKind::Cursor(k), Position::Cursor(c)) => set(&k.param, c.clone()),
-            (_, Position::Url(u)) => {
-                url = Url::parse(u).map_err(|e| format!("the next URL `{u}` is not a URL: {e}"))?;
-            }
-            (_, Position::Start) => {}
-            (kind, pos) => {
+            other if self.rules().apply(other, &mut req) => {}
+            other => {
                 return Err(format!(
-                    "the saved position {pos:?} does not fit pagination kind `{}`",
-                    kind.name()
+                    "the saved position {other:?} does not fit pagination kind `{}`",
+                    self.kind()
                 ));
             }
         }
-        Ok((url, body))
+        Ok((req.url, req.body))
     }
 
     /// The position after a response, or `None` when the kind says the walk
@@ -148,27 +119,7 @@ impl Paginator {
         resp: &Response,
         records: &[Value],
     ) -> Result<Option<Position>, String> {
-        Ok(match &self.cfg.kind {
-            PaginationKind::PageNumber(_) | PaginationKind::Offset(_) => Some(self.step(pos, 1)),
-            PaginationKind::None(_) => None,
-            PaginationKind::Cursor(k) => locate(&k.cursor, resp, records)
-                .and_then(|v| text(&v))
-                .map(Position::Cursor),
-            PaginationKind::NextUrl(k) => {
-                match locate(&k.next, resp, records).and_then(|v| text(&v)) {
-                    None => None,
-                    Some(next) => Some(Position::Url(
-                        resp.url
-                            .join(&next)
-                            .map_err(|e| {
-                                format!("the next URL `{next}` at `{}` is not a URL: {e}", k.next)
-                            })?
-                            .to_string(),
-                    )),
-                }
-            }
-            PaginationKind::LinkHeader(k) => link(resp, &k.rel)?.map(Position::Url),
-        })
+        self.rules().next(pos, resp, records)
     }
 
     /// Why the walk stops after this page, if it does: the composable stop
@@ -186,7 +137,7 @@ impl Paginator {
         if n == 0 && self.cfg.stop_on_empty.unwrap_or(true) {
             return Some("empty page");
         }
-        let short_default = matches!(self.cfg.kind, PaginationKind::Offset(_));
+        let short_default = self.rules().stops_on_short();
         if self.cfg.stop_on_short.unwrap_or(short_default) && page_size.is_some_and(|s| n < s) {
             return Some("short page");
         }
@@ -242,7 +193,7 @@ pub fn locate(loc: &Location, resp: &Response, records: &[Value]) -> Option<Valu
 }
 
 /// A cursor or URL as text; null, empty and false mean "none".
-fn text(v: &Value) -> Option<String> {
+pub fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -264,35 +215,10 @@ fn truth(v: &Value) -> Option<bool> {
     }
 }
 
-/// The URL of the RFC 8288 link with relation `rel`, resolved against the
-/// response URL.
-fn link(resp: &Response, rel: &str) -> Result<Option<String>, String> {
-    let joined: Vec<&str> = resp
-        .headers
-        .get_all(reqwest::header::LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if joined.is_empty() {
-        return Ok(None);
-    }
-    let header = joined.join(", ");
-    let links = parse_link_header::parse_with_rel(&header)
-        .map_err(|e| format!("the Link header does not parse ({e:?}): {header}"))?;
-    match links.get(rel) {
-        None => Ok(None),
-        Some(l) => resp
-            .url
-            .join(&l.raw_uri)
-            .map(|u| Some(u.to_string()))
-            .map_err(|e| format!("the `{rel}` link `{}` is not a URL: {e}", l.raw_uri)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::pagination::{Cursor, LinkHeader, Offset, PageNumber};
+    use crate::config::pagination::{Cursor, LinkHeader, Offset, PageNumber, PaginationKind};
     use reqwest::header::{HeaderMap, HeaderValue};
     use serde_json::json;
 
