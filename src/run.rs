@@ -52,36 +52,6 @@ impl Shutdown {
         (tx, Self(rx))
     }
 
-    /// Listen for SIGINT and SIGTERM: the first stops the run gracefully,
-    /// a second exits at once (SQLite's transaction keeps the file consistent).
-    pub fn on_signals() -> Self {
-        let (tx, rx) = watch::channel(None);
-        tokio::spawn(async move {
-            let mut first: Option<Stop> = None;
-            loop {
-                let got = next_signal().await;
-                match first {
-                    None => {
-                        tracing::warn!(
-                            "{} received: finishing the batch in flight; send it again to stop at once",
-                            got.0
-                        );
-                        first = Some(got);
-                        let _ = tx.send(Some(got));
-                    }
-                    Some(_) => {
-                        eprintln!(
-                            "ingest: second {}: stopping now; the database is consistent, rerun to resume",
-                            got.0
-                        );
-                        std::process::exit(got.1);
-                    }
-                }
-            }
-        });
-        Self(rx)
-    }
-
     /// The stop, if one was requested.
     pub fn requested(&self) -> Option<Stop> {
         *self.0.borrow()
@@ -98,28 +68,6 @@ impl Shutdown {
             }
         }
     }
-}
-
-#[cfg(unix)]
-async fn next_signal() -> Stop {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = int.recv() => ("SIGINT", 130),
-        _ = term.recv() => ("SIGTERM", 143),
-    }
-}
-
-#[cfg(not(unix))]
-async fn next_signal() -> Stop {
-    let _ = tokio::signal::ctrl_c().await;
-    ("SIGINT", 130)
 }
 
 /// Called after each committed batch with the run's counters.

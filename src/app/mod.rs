@@ -38,10 +38,11 @@ pub fn said(r: std::io::Result<()>) {
     }
 }
 
-/// Run the command and return the process's exit code.
-pub async fn dispatch(cli: Cli) -> i32 {
+/// Run the command and return the process's exit code; `shutdown` stops a
+/// run gracefully (the binary wires it to SIGINT/SIGTERM).
+pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
     let result = match cli.command {
-        Command::Run(args) => return run::run(args, cli.quiet > 0).await,
+        Command::Run(args) => return run::run(args, cli.quiet > 0, shutdown).await,
         Command::Validate { pipelines, set } => validate::validate(&pipelines, &set),
         Command::Preview {
             pipeline,

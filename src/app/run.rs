@@ -11,7 +11,7 @@ use crate::config::Pipeline;
 use crate::error::{Error, HttpError, SinkError};
 use crate::run::{self, Progress, RunOptions, RunReport, Shutdown};
 
-pub(super) async fn run(args: RunArgs, quiet: bool) -> i32 {
+pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
     let mut overrides = args.set.clone();
     if let Some(n) = args.max_pages {
         overrides.push(format!("source.pagination.max_pages={n}"));
@@ -32,7 +32,6 @@ pub(super) async fn run(args: RunArgs, quiet: bool) -> i32 {
     if bad {
         return 2;
     }
-    let shutdown = Shutdown::on_signals();
     for p in &pipelines {
         let bar = progress_for(args.progress, quiet, &p.name);
         let opts = RunOptions {
