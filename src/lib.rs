@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod ledger;
 pub mod redact;
 pub mod run;
 pub mod sink;
