@@ -13,6 +13,7 @@ pub mod source;
 pub mod transform;
 mod tree;
 pub mod values;
+pub mod windows;
 
 use std::fmt;
 use std::ops::Range;
@@ -27,7 +28,7 @@ pub use checks::{MAX_CONCURRENCY, sqlite_path};
 pub use pagination::{PaginationConfig, PaginationKind};
 pub use sink::{ColumnType, SinkConfig, SqliteSinkConfig, WriteMode};
 pub use source::{HttpSourceConfig, SourceConfig};
-pub use transform::TransformConfig;
+pub use transform::{Problems, TransformConfig};
 
 /// A loaded, checked pipeline.
 #[derive(Debug, Clone)]
@@ -623,8 +624,10 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
 fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     check_source(&p.source, ctx, tree);
     check_sink(p, ctx, tree);
-    if let Err((i, key, message)) = crate::transform::Chain::build(&p.transforms) {
-        ctx.push(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+    for (i, t) in p.transforms.iter().enumerate() {
+        for (key, message) in t.problems() {
+            ctx.push(ctx.key(tree, &format!("transform[{i}].{key}"), message));
+        }
     }
     checks::limits(p, ctx, tree);
     checks::placeholders(p, ctx, tree);
@@ -789,7 +792,7 @@ fn check_partition(
             return Err(("param", "set `param`, or use `{value}` in the path, params or body: otherwise every walk is the same".into()));
         }
         P::List(_) | P::Range(_) | P::Dates(_)
-            if let Err(e) = crate::source::partition::count(part, &Default::default()) =>
+            if let Err(e) = windows::count(part, &Default::default()) =>
         {
             return Err(e);
         }
@@ -803,10 +806,10 @@ fn check_partition(
             if d.step.is_zero() {
                 return Err(("step", "must be longer than zero".into()));
             }
-            crate::source::partition::instant(&d.start).map_err(|m| ("start", m))?;
-            crate::source::partition::instant(&d.end).map_err(|m| ("end", m))?;
+            windows::instant(&d.start).map_err(|m| ("start", m))?;
+            windows::instant(&d.end).map_err(|m| ("end", m))?;
             if let Some(f) = &d.format {
-                crate::source::partition::format_instant(jiff::Timestamp::UNIX_EPOCH, Some(f))
+                windows::format_instant(jiff::Timestamp::UNIX_EPOCH, Some(f))
                     .map_err(|m| ("format", m))?;
             }
             if d.start_param.is_none() && d.end_param.is_none() && !uses("start") && !uses("end") {

@@ -93,3 +93,12 @@ pub struct JqConfig {
     /// The jq program.
     pub expr: String,
 }
+
+/// What a component finds wrong with its own config beyond its types (a jq
+/// program that does not compile, a regex that does not parse): `(key,
+/// message)` pairs. Implemented beside the component's code, so the loader
+/// checks it without importing the component.
+pub trait Problems {
+    /// Every problem, by the key it is about.
+    fn problems(&self) -> Vec<(&'static str, String)>;
+}

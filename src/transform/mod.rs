@@ -38,6 +38,16 @@ pub struct Chain {
 /// A build failure: index in the list, key, message.
 pub type BuildError = (usize, &'static str, String);
 
+/// The loader's check of a transform's config: building it, as a run will.
+impl crate::config::Problems for TransformConfig {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        match Chain::build(std::slice::from_ref(self)) {
+            Ok(_) => Vec::new(),
+            Err((_, key, message)) => vec![(key, message)],
+        }
+    }
+}
+
 impl Chain {
     /// Build every transform; the first failure names its index and key.
     pub fn build(configs: &[TransformConfig]) -> Result<Self, BuildError> {
