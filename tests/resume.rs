@@ -79,27 +79,6 @@ fn pipeline(kind: &str, write_mode: &str) -> String {
     )
 }
 
-/// Records committed so far by the run of process `pid` (0 before its first
-/// commit, or before the database exists).
-async fn committed(db: &std::path::Path, pid: u32) -> i64 {
-    use sqlx::Connection;
-    if !db.exists() {
-        return 0;
-    }
-    let Ok(mut conn) =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await
-    else {
-        return 0;
-    };
-    sqlx::query_scalar::<_, i64>(
-        "SELECT records FROM _ingest_runs WHERE pid = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(i64::from(pid))
-    .fetch_one(&mut conn)
-    .await
-    .unwrap_or(0)
-}
-
 /// Run the pipeline `p` and SIGKILL it once it has committed `at` records
 /// (a condition, polled, with a deadline); then check that the commit left a
 /// resume point.

@@ -81,27 +81,8 @@ impl Under {
 
     /// Records committed so far by the run of process `pid`.
     async fn committed(self, dir: &Path, pid: u32) -> i64 {
-        use sqlx::Connection;
         match self {
-            Under::Sqlite => {
-                let db = dir.join("out.db");
-                if !db.exists() {
-                    return 0;
-                }
-                let Ok(mut conn) =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
-                        .await
-                else {
-                    return 0;
-                };
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT records FROM _ingest_runs WHERE pid = ? ORDER BY id DESC LIMIT 1",
-                )
-                .bind(i64::from(pid))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap_or(0)
-            }
+            Under::Sqlite => committed(&dir.join("out.db"), pid).await,
         }
     }
 }

@@ -266,79 +266,79 @@ fn tag<'i>(
     Ok(outer)
 }
 
-/// The dotted key path of the deepest key whose key or value holds `at`.
-/// Remove the entry at a dotted key path (`source.pagination.sise`,
-/// `transform[1].fields`), so that loading can go on past an error there.
-pub fn remove_path(table: &mut DeTable<'_>, path: &str) -> bool {
+/// A dotted key path's first step: the key, its array index if any
+/// (`transform[1]`), and the rest of the path.
+fn first_step(path: &str) -> (&str, Option<usize>, Option<&str>) {
     let (head, rest) = match path.split_once('.') {
         Some((h, r)) => (h, Some(r)),
         None => (path, None),
     };
-    let (name, index) = match head.split_once('[') {
-        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
-        None => (head, None),
-    };
-    let Some(rest) = rest else {
-        return match index {
-            None => table.remove(name).is_some(),
-            // a whole `[[transform]]` item: the items after it move up
-            Some(i) => match table.get_mut(name).map(|v| v.get_mut()) {
-                Some(DeValue::Array(a)) if i < a.len() => {
-                    let kept: DeArray<'_> = std::mem::replace(a, DeArray::new())
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .map(|(_, v)| v)
-                        .collect();
-                    *a = kept;
-                    true
-                }
-                _ => false,
-            },
-        };
-    };
-    let Some(v) = table.get_mut(name) else {
-        return false;
-    };
-    let inner = match (v.get_mut(), index) {
-        (DeValue::Table(t), None) => t,
-        (DeValue::Array(a), Some(i)) => match a.get_mut(i).map(|x| x.get_mut()) {
-            Some(DeValue::Table(t)) => t,
-            _ => return false,
+    match head.split_once('[') {
+        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok(), rest),
+        None => (head, None, rest),
+    }
+}
+
+/// The table that `name` (or item `index` of the array `name`) holds.
+fn table_at<'t, 'a>(
+    table: &'t mut DeTable<'a>,
+    name: &str,
+    index: Option<usize>,
+) -> Option<&'t mut DeTable<'a>> {
+    match (table.get_mut(name)?.get_mut(), index) {
+        (DeValue::Table(t), None) => Some(t),
+        (DeValue::Array(a), Some(i)) => match a.get_mut(i)?.get_mut() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
         },
-        _ => return false,
-    };
-    remove_path(inner, rest)
+        _ => None,
+    }
+}
+
+/// Remove the entry at a dotted key path (`source.pagination.sise`,
+/// `transform[1].fields`), so that loading can go on past an error there.
+pub fn remove_path(table: &mut DeTable<'_>, path: &str) -> bool {
+    match first_step(path) {
+        (name, index, Some(rest)) => {
+            table_at(table, name, index).is_some_and(|t| remove_path(t, rest))
+        }
+        (name, None, None) => table.remove(name).is_some(),
+        // a whole `[[transform]]` item: the items after it move up
+        (name, Some(i), None) => match table.get_mut(name).map(|v| v.get_mut()) {
+            Some(DeValue::Array(a)) if i < a.len() => {
+                let kept: DeArray<'_> = std::mem::replace(a, DeArray::new())
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, v)| v)
+                    .collect();
+                *a = kept;
+                true
+            }
+            _ => false,
+        },
+    }
 }
 
 /// Set the string at a dotted key path that holds one (a `kind` whose value
 /// was misspelt), so that loading can go on past it.
 pub fn set_string(table: &mut DeTable<'_>, path: &str, value: &str) -> bool {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
-        None => (path, None),
-    };
-    let (name, index) = match head.split_once('[') {
-        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
-        None => (head, None),
-    };
-    let Some(v) = table.get_mut(name) else {
-        return false;
-    };
-    match (v.get_mut(), index, rest) {
-        (DeValue::String(s), None, None) => {
-            *s = Cow::Owned(value.to_string());
-            true
+    match first_step(path) {
+        (name, index, Some(rest)) => {
+            table_at(table, name, index).is_some_and(|t| set_string(t, rest, value))
         }
-        (DeValue::Table(t), None, Some(rest)) => set_string(t, rest, value),
-        (DeValue::Array(a), Some(i), Some(rest)) => match a.get_mut(i).map(|x| x.get_mut()) {
-            Some(DeValue::Table(t)) => set_string(t, rest, value),
+        (name, None, None) => match table.get_mut(name).map(|v| v.get_mut()) {
+            Some(DeValue::String(s)) => {
+                *s = Cow::Owned(value.to_string());
+                true
+            }
             _ => false,
         },
         _ => false,
     }
 }
 
+/// The dotted key path of the deepest key whose key or value holds `at`.
 pub fn key_at(table: &DeTable<'_>, at: usize) -> Option<String> {
     let mut best: Option<(String, usize)> = None;
     walk_keys(table, "", at, &mut best);
