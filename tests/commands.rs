@@ -22,8 +22,20 @@ async fn validate_names_each_file_and_sends_nothing() {
     )
     .await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("(pipeline `posts`: page_number pagination, 2 transform(s), merge into data/posts.db:posts)"), "{}", out.stdout);
-    assert!(out.stdout.contains("(pipeline `comments`: none pagination, 1 transform(s), merge into data/posts.db:comments)"), "{}", out.stdout);
+    // relative sink paths resolve against the pipeline file's directory
+    let db = std::fs::canonicalize(root())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("data/posts.db");
+    let posts_line = format!(
+        "(pipeline `posts`: page_number pagination, 2 transform(s), merge into {}:posts)",
+        db.display()
+    );
+    let comments_line = format!(
+        "(pipeline `comments`: none pagination, 1 transform(s), merge into {}:comments)",
+        db.display()
+    );
+    assert!(out.stdout.contains(&posts_line), "{}", out.stdout);
+    assert!(out.stdout.contains(&comments_line), "{}", out.stdout);
     assert!(api.requests().is_empty());
 }
 
@@ -100,12 +112,15 @@ async fn show_prints_count_and_rows() {
     assert_eq!(out.code, 0, "{out:?}");
     let text = ingest(dir.path(), &api.url(), &["show", p, "--limit", "2"]).await;
     assert_eq!(text.code, 0, "{text:?}");
-    assert!(
-        text.stdout
-            .starts_with("p: 12 rows in s.db (table posts)\nuserId | id | title"),
-        "{}",
-        text.stdout
+    // the database's path, absolute: resolved against the pipeline file's directory
+    let db = std::fs::canonicalize(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .join("s.db");
+    let head = format!(
+        "p: 12 rows in {} (table posts)\nuserId | id | title",
+        db.display()
     );
+    assert!(text.stdout.starts_with(&head), "{}", text.stdout);
     let json = ingest(
         dir.path(),
         &api.url(),

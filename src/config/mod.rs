@@ -227,7 +227,8 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         ctx.errors.borrow_mut().push(ctx.tree_err(&root, e));
     }
     let original = root.clone();
-    let raw = deserialize(&ctx, root, &original)?;
+    let mut raw = deserialize(&ctx, root, &original)?;
+    resolve_paths(&mut raw.sink, path);
     let SourceConfig::Http(source) = raw.source;
     let name = raw.name.unwrap_or_else(|| {
         path.file_stem()
@@ -248,6 +249,32 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
     check(&pipeline, &ctx, &original);
     ctx.finish()?;
     Ok(pipeline)
+}
+
+/// Relative paths in a pipeline file resolve against the file's directory
+/// (made absolute), not the working directory, so cron and a shell agree.
+fn resolve_paths(sink: &mut SinkConfig, file: &Path) {
+    let SinkConfig::Sqlite(c) = sink;
+    if c.path.as_os_str().is_empty() || c.path.is_absolute() {
+        return;
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // `..` taken away by hand: the file may not exist yet, so no canonicalize
+    let mut out = PathBuf::new();
+    for part in base.join(&c.path).components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    c.path = out;
 }
 
 /// Deserialize the tree, going on past errors: a key whose value serde
