@@ -87,6 +87,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print a completion script for a shell on stdout
+    /// (`ingest completions bash > /etc/bash_completion.d/ingest`).
+    Completions {
+        /// bash | zsh | fish
+        shell: Shell,
+    },
+}
+
+/// Shells `ingest completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
 }
 
 /// `state` actions.

@@ -135,3 +135,26 @@ async fn show_prints_count_and_rows() {
         serde_json::json!([data.post(1), data.post(2), data.post(3)])
     );
 }
+
+/// `ingest completions SHELL` prints a script that names every command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ingest(dir.path(), "http://127.0.0.1:9", &["completions", shell]).await;
+        assert_eq!(out.code, 0, "{shell}: {out:?}");
+        for command in [
+            "run",
+            "validate",
+            "preview",
+            "state",
+            "runs",
+            "show",
+            "completions",
+        ] {
+            assert!(out.stdout.contains(command), "{shell}: no `{command}`");
+        }
+    }
+    let out = ingest(dir.path(), "http://127.0.0.1:9", &["completions", "tcsh"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+}

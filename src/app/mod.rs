@@ -60,11 +60,30 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
             limit,
             output,
         } => show::show(&pipeline, limit, output).await,
+        Command::Completions { shell } => Ok(completions(shell)),
     };
     match result {
         Ok(code) => code,
         Err(e) => report_error(&e),
     }
+}
+
+/// A completion script from the command line's own definitions.
+fn completions(shell: crate::cli::Shell) -> i32 {
+    use clap::CommandFactory;
+    use clap_complete::Shell as S;
+    let shell = match shell {
+        crate::cli::Shell::Bash => S::Bash,
+        crate::cli::Shell::Zsh => S::Zsh,
+        crate::cli::Shell::Fish => S::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ingest", &mut script);
+    said(std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        &script,
+    ));
+    0
 }
 
 /// Print an error the way users read it and return its exit code.
