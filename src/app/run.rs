@@ -105,21 +105,25 @@ fn print_report(r: &RunReport, output: Output) {
             } else {
                 0.0
             };
+            let n = |count: u64, one: &str| match count {
+                1 => format!("1 {one}"),
+                c => format!("{c} {one}s"),
+            };
             say!(
-                "{}: {} in {:.2}s: {} records written to {} (table {}), {} fetched in {} pages, {} requests, {} retries, {} rejects{} ({:.0} records/s)",
+                "{}: {} in {:.2}s: {} written to {} (table {}), {} fetched in {}, {}, {}, {}{} ({} records/s)",
                 r.pipeline,
                 r.status,
                 r.seconds,
-                r.records,
+                n(r.records, "record"),
                 r.database,
                 r.table,
                 r.fetched,
-                r.pages,
-                r.requests,
-                r.retries,
-                r.rejects,
+                n(r.pages, "page"),
+                n(r.requests, "request"),
+                n(r.retries, "retry").replace("retrys", "retries"),
+                n(r.rejects, "reject"),
                 if r.resumed > 0 { ", resumed" } else { "" },
-                rate
+                thousands(rate as u64)
             );
         }
     }
@@ -187,4 +191,17 @@ fn progress_for(mode: ProgressMode, quiet: bool, name: &str) -> Bar {
     pb.set_prefix(name.to_string());
     pb.enable_steady_tick(Duration::from_millis(120));
     Bar::Drawn(pb)
+}
+
+/// A count with thousands separators: 2,447.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

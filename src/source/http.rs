@@ -232,7 +232,12 @@ impl HttpClient {
             &self.retry,
             |e: &Attempt, delay, n| {
                 self.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(url = %shown, attempt = n, "{}; retrying in {:.1}s", self.describe(e), delay.as_secs_f64());
+                let wait = match delay.as_millis() {
+                    0 => "at once".to_string(),
+                    ms if ms < 1000 => format!("in {ms} ms"),
+                    _ => format!("in {:.1} s", delay.as_secs_f64()),
+                };
+                tracing::warn!(url = %shown, attempt = n, "{}; retrying {wait}", self.describe(e));
             },
             |_| self.attempt(&url, body),
         )
