@@ -87,6 +87,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// What was rejected and why, newest first: records the sink could not
+    /// store and pages that failed for good under `on_error = "skip"`.
+    Rejects {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        /// Rejects to list, at most.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print a completion script for a shell on stdout
     /// (`ingest completions bash > /etc/bash_completion.d/ingest`).
     Completions {

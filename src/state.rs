@@ -193,3 +193,48 @@ pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
         rows,
     })
 }
+
+/// One reject.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectRow {
+    /// When (UTC).
+    pub created_at: String,
+    /// The run that rejected it.
+    pub run_id: Option<i64>,
+    /// The partition ("" when the pipeline has none).
+    pub partition: String,
+    /// The page's (redacted) URL.
+    pub url: Option<String>,
+    /// The HTTP status, for a page that failed.
+    pub status: Option<i64>,
+    /// Why.
+    pub reason: String,
+    /// The record as JSON text, or none for a page.
+    pub record: Option<String>,
+}
+
+/// The last `limit` rejects of a pipeline, newest first.
+pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkError> {
+    let mut conn = open_existing(sqlite_path(p)).await?;
+    let rows = sqlx::query(
+        "SELECT created_at, run_id, partition, url, status, reason, record \
+         FROM _ingest_rejects WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(&p.name)
+    .bind(i64::from(limit))
+    .fetch_all(&mut conn)
+    .await
+    .map_err(db(p, "cannot read the rejects"))?;
+    Ok(rows
+        .iter()
+        .map(|r| RejectRow {
+            created_at: r.try_get(0).unwrap_or_default(),
+            run_id: r.try_get(1).unwrap_or_default(),
+            partition: r.try_get(2).unwrap_or_default(),
+            url: r.try_get(3).unwrap_or_default(),
+            status: r.try_get(4).unwrap_or_default(),
+            reason: r.try_get(5).unwrap_or_default(),
+            record: r.try_get(6).unwrap_or_default(),
+        })
+        .collect())
+}

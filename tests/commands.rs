@@ -158,3 +158,49 @@ async fn completions_for_each_shell() {
     let out = ingest(dir.path(), "http://127.0.0.1:9", &["completions", "tcsh"]).await;
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+/// `ingest rejects` lists what the sink refused and why, newest first, as a
+/// table or as JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_lists_what_was_refused_and_why() {
+    let api = mock(12).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        "[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/posts\"\n\
+         [sink]\nkind = \"sqlite\"\npath = \"r.db\"\ntable = \"posts\"\n\
+         [sink.columns]\nid = \"integer\"\ntitle = \"integer\"\n",
+    );
+    let p = p.to_str().unwrap_or("");
+    let none = ingest(dir.path(), &api.url(), &["rejects", p]).await;
+    assert_eq!(none.code, 1, "no database yet: {none:?}");
+    let out = ingest(dir.path(), &api.url(), &["run", p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = ingest(dir.path(), &api.url(), &["rejects", p, "--limit", "3"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "header, rule and 3 rejects: {}",
+        text.stdout
+    );
+    assert!(lines[0].starts_with("when"), "{}", text.stdout);
+    assert!(
+        lines[2].contains("column `title` (integer):") && lines[2].contains("does not convert"),
+        "{}",
+        text.stdout
+    );
+    let json = ingest(dir.path(), &api.url(), &["rejects", p, "--output", "json"]).await;
+    let all: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(all.len(), 12, "{}", json.stdout);
+    // newest first: the last post's record comes first
+    let first: serde_json::Value =
+        serde_json::from_str(all[0]["record"].as_str().unwrap_or("")).unwrap_or_default();
+    assert_eq!(first["id"], 12, "{all:?}");
+}

@@ -60,6 +60,11 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
             limit,
             output,
         } => show::show(&pipeline, limit, output).await,
+        Command::Rejects {
+            pipeline,
+            limit,
+            output,
+        } => state::rejects(&pipeline, limit, output).await,
         Command::Completions { shell } => Ok(completions(shell)),
     };
     match result {

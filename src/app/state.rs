@@ -84,3 +84,46 @@ pub(super) async fn runs(path: &Path, limit: u32, output: Output) -> anyhow::Res
     }
     Ok(0)
 }
+
+/// `ingest rejects`: what was rejected and why, newest first.
+pub(super) async fn rejects(path: &Path, limit: u32, output: Output) -> anyhow::Result<i32> {
+    let p = load(path, &[])?;
+    let rows = state::rejects(&p, limit).await.map_err(Error::from)?;
+    if output == Output::Json {
+        for r in &rows {
+            say!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        say!("{}: no rejects", p.name);
+        return Ok(0);
+    }
+    let header: Vec<String> = [
+        "when",
+        "run",
+        "partition",
+        "status",
+        "reason",
+        "record or url",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.created_at,
+                r.run_id.map(|i| i.to_string()).unwrap_or_default(),
+                table::cell(&r.partition, 24),
+                r.status.map(|s| s.to_string()).unwrap_or_default(),
+                table::cell(&r.reason, 80),
+                table::cell(&r.record.or(r.url).unwrap_or_default(), 60),
+            ]
+        })
+        .collect();
+    for line in table::render(&header, &rows) {
+        say!("{line}");
+    }
+    Ok(0)
+}
