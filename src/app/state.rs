@@ -53,10 +53,7 @@ pub(super) async fn runs(path: &Path, limit: u32, output: Output) -> anyhow::Res
     let p = load(path, &[])?;
     let rows = state::runs(&p, limit).await.map_err(Error::from)?;
     if output == Output::Json {
-        for r in &rows {
-            say!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(0);
+        return json_lines(&rows);
     }
     let header: Vec<String> = [
         "id", "started", "ended", "status", "pages", "records", "retries", "rejects", "error",
@@ -90,10 +87,7 @@ pub(super) async fn rejects(path: &Path, limit: u32, output: Output) -> anyhow::
     let p = load(path, &[])?;
     let rows = state::rejects(&p, limit).await.map_err(Error::from)?;
     if output == Output::Json {
-        for r in &rows {
-            say!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(0);
+        return json_lines(&rows);
     }
     if rows.is_empty() {
         say!("{}: no rejects", p.name);
@@ -124,6 +118,14 @@ pub(super) async fn rejects(path: &Path, limit: u32, output: Output) -> anyhow::
         .collect();
     for line in table::render(&header, &rows) {
         say!("{line}");
+    }
+    Ok(0)
+}
+
+/// Rows as JSON lines (`--output json`), for machines.
+fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<i32> {
+    for r in rows {
+        say!("{}", serde_json::to_string(r)?);
     }
     Ok(0)
 }
