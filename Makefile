@@ -9,9 +9,11 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## Runs every test: unit tests beside the code, end-to-end tests against the
-## mock API on 127.0.0.1 with the real binary and real SQLite files.
+## mock API on 127.0.0.1 with the real binary, real SQLite files and a
+## throwaway PostgreSQL cluster (scripts/with-postgres.sh: needs Debian's
+## `postgresql` package, and says so when it is missing).
 test:
-	$(CARGO) test --workspace --lib --bins --tests
+	./scripts/with-postgres.sh $(CARGO) test --workspace --lib --bins --tests
 
 ## Starts the mock API on 127.0.0.1, runs `ingest run pipelines/posts.toml`
 ## against it, shows the table in data/posts.db, stops the mock API.

@@ -212,7 +212,7 @@ fn floor_write(n: u64, dir: &str) {
     let data = ingest_mock::Dataset::new(42, n, 0);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let seconds = rt.block_on(async {
-        let (mut sink, _lock) = Sink::open(&p.sink, &p.name)
+        let (mut sink, _lock) = Sink::open(&p.sink, &p.name, false)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         sink.begin_run(false, true)

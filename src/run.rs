@@ -26,11 +26,11 @@ use crate::config::source::PartitionConfig;
 use crate::config::values::FieldPath;
 use crate::error::{ConfigError, Error};
 use crate::ledger;
-use crate::sink::Sink;
-use crate::sink::{Batch, Reject};
+use crate::sink::{Batch, Reject, Sink, Walks};
 use crate::source::partition::{self, Window};
 use crate::source::{Page, Partition, Source, SourceMetrics};
 use crate::transform::Chain;
+use futures::StreamExt;
 
 /// Pages buffered between the source and the sink.
 pub const CHANNEL_PAGES: usize = 8;
@@ -169,17 +169,18 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let metrics = source.metrics();
 
     // one run per pipeline and database at a time (cron overlapping itself)
-    let (mut sink, _lock) = Sink::open(&p.sink, &p.name).await?;
+    let partitioned = p.source.partition.is_some();
+    let (mut sink, _lock) = Sink::open(&p.sink, &p.name, partitioned).await?;
     let plan = ledger::plan(p, opts, &mut source, &mut sink).await?;
     let run_id = sink.begin_run(plan.refresh, plan.fresh).await?;
     tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = plan.walks.len(), resumed = plan.resumed, "run started");
+    // a shared run's heartbeat keeps its claims until the run is finished
+    let (walks, _heartbeat) = match sink.share(plan.walks).await? {
+        Walks::Local(w) => (futures::stream::iter(w.into_iter().map(Ok)).boxed(), None),
+        Walks::Shared(claims, beat) => (claims, Some(beat)),
+    };
 
-    let (rx, producer) = walk(
-        &source,
-        plan.walks,
-        p.source.concurrency,
-        opts.shutdown.clone(),
-    );
+    let (rx, producer) = walk(&source, walks, p.source.concurrency, opts.shutdown.clone());
     let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone());
     let cursor_field = p.source.incremental.as_ref().map(|i| &i.cursor_field);
     let mut failure = batch(&chain, cursor_field, p.sink.batch_size(), rx, wtx).await;
@@ -250,22 +251,34 @@ fn check_flags(p: &Pipeline, window: &Window) -> Result<(), Error> {
 /// The pages the producer sends, or the error that ended the walk.
 type Pages = mpsc::Receiver<Result<Page, Error>>;
 
+/// The walks of a run, as they become this process's to walk.
+type WalkStream = futures::stream::BoxStream<'static, Result<ledger::Walk, crate::sink::SinkError>>;
+
 /// The producer: walk the partitions, `width` of them at a time (the
 /// source's semaphore caps the requests of all of them together); the pages
 /// of one partition stay in order. It reserves a channel slot before it asks
 /// for the next page: that is the backpressure.
 fn walk(
     source: &Source,
-    walks: Vec<ledger::Walk>,
+    walks: WalkStream,
     width: usize,
     mut shutdown: Shutdown,
 ) -> (Pages, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
     let source = source.clone();
     let producer = tokio::spawn(async move {
-        use futures::StreamExt;
-        let mut pages = futures::stream::iter(walks)
-            .map(move |(part, resume)| source.walk(part, resume))
+        // the walks are pulled as room frees up: a shared run claims a
+        // partition only when this process can start walking it
+        let mut pages = walks
+            .map(move |w| match w {
+                Ok((part, resume)) => source
+                    .walk(part, resume)
+                    .map(|r| r.map_err(Error::from))
+                    .boxed(),
+                Err(e) => {
+                    futures::stream::once(futures::future::ready(Err(Error::from(e)))).boxed()
+                }
+            })
             .flatten_unordered(width.max(1));
         loop {
             let Ok(permit) = tx.reserve().await else {
@@ -278,7 +291,7 @@ fn walk(
                     None => return,
                     Some(Ok(page)) => permit.send(Ok(page)),
                     Some(Err(e)) => {
-                        permit.send(Err(e.into()));
+                        permit.send(Err(e));
                         return;
                     }
                 },
@@ -540,7 +553,7 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     let mut batch = Batch::default();
     let url = page.url.clone();
     add_page(&chain, None, &mut batch, page);
-    let columns = crate::sink::sqlite::infer_columns(&batch.records, p.sink.columns())
+    let columns = crate::sink::columns::infer_columns(&batch.records, p.sink.columns())
         .into_iter()
         .map(|(n, t)| (n, t.name().to_string()))
         .collect();

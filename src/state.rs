@@ -1,24 +1,27 @@
 //! Reading and resetting what ingest keeps about a pipeline in its database:
 //! resume points (`_ingest_state`), run history (`_ingest_runs`), and a look
 //! at the table itself. Writing the state is the sink's job, inside its
-//! transactions; this module only serves the `state`, `runs` and `show`
-//! commands.
+//! transactions; this module only serves the `state`, `runs`, `rejects` and
+//! `show` commands (SQLite here; PostgreSQL in `sink/postgres/read.rs`).
 
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::config::Pipeline;
+use crate::config::{Pipeline, SinkConfig};
 use crate::sink::SinkError;
+use crate::sink::postgres::read as pg;
 use crate::sink::sqlite::{db_err, open_existing, quote};
 
 fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError + use<> {
     db_err(&p.sink.location(), action.to_string())
 }
 
-/// The SQLite file of a pipeline (the only kind of sink these read today).
+/// The SQLite file of a pipeline whose sink is SQLite.
 fn sqlite_path(p: &Pipeline) -> &std::path::Path {
-    let crate::config::SinkConfig::Sqlite(c) = &p.sink;
-    &c.path
+    match &p.sink {
+        SinkConfig::Sqlite(c) => &c.path,
+        SinkConfig::Postgres(_) => std::path::Path::new(""),
+    }
 }
 
 /// One saved resume point.
@@ -36,6 +39,9 @@ pub struct StateRow {
 
 /// The saved resume points of a pipeline.
 pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
+    if let SinkConfig::Postgres(c) = &p.sink {
+        return pg::state(c, &p.name).await;
+    }
     let mut conn = open_existing(sqlite_path(p)).await?;
     let rows = sqlx::query("SELECT partition, resume, updated_at, run_id FROM _ingest_state WHERE pipeline = ? ORDER BY partition")
         .bind(&p.name)
@@ -57,8 +63,11 @@ pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
 /// Returns how many were removed. Takes the pipeline's lock like a run
 /// (exit 75 while one runs: it would write its state back).
 pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
+    if let SinkConfig::Postgres(c) = &p.sink {
+        return pg::reset(c, &p.name).await;
+    }
     let mut conn = open_existing(sqlite_path(p)).await?;
-    let _lock = crate::sink::lock(&p.sink, &p.name)?;
+    let _lock = crate::sink::lock(&p.sink, &p.name).await?;
     let done = sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
         .bind(&p.name)
         .execute(&mut conn)
@@ -92,6 +101,9 @@ pub struct RunRow {
 
 /// The last `limit` runs of a pipeline, newest first.
 pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
+    if let SinkConfig::Postgres(c) = &p.sink {
+        return pg::runs(c, &p.name, limit).await;
+    }
     let mut conn = open_existing(sqlite_path(p)).await?;
     let rows = sqlx::query(
         "SELECT id, started_at, ended_at, status, pages, records, retries, rejects, error \
@@ -107,7 +119,7 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
     let dead = rows
         .iter()
         .any(|r| r.try_get::<String, _>(3).is_ok_and(|s| s == "running"))
-        && crate::sink::lock(&p.sink, &p.name).is_ok();
+        && crate::sink::lock(&p.sink, &p.name).await.is_ok();
     Ok(rows
         .iter()
         .map(|r| RunRow {
@@ -142,6 +154,9 @@ pub struct TablePeek {
 
 /// Look at the sink table.
 pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
+    if let SinkConfig::Postgres(c) = &p.sink {
+        return pg::peek(c, limit).await;
+    }
     let mut conn = open_existing(sqlite_path(p)).await?;
     let table = &p.sink.table().to_string();
     let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
@@ -215,6 +230,9 @@ pub struct RejectRow {
 
 /// The last `limit` rejects of a pipeline, newest first.
 pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkError> {
+    if let SinkConfig::Postgres(c) = &p.sink {
+        return pg::rejects(c, &p.name, limit).await;
+    }
     let mut conn = open_existing(sqlite_path(p)).await?;
     let rows = sqlx::query(
         "SELECT created_at, run_id, partition, url, status, reason, record \

@@ -17,14 +17,23 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy)]
 enum Under {
     Sqlite,
+    Postgres,
 }
 
 /// Every sink the suite runs against.
-const SINKS: &[Under] = &[Under::Sqlite];
+const SINKS: &[Under] = &[Under::Sqlite, Under::Postgres];
 
 impl Under {
+    /// Make the sink's storage for a test in `dir` (a new database for
+    /// PostgreSQL); returns the `[sink]` section's maker.
+    async fn prepare(self, dir: &Path) {
+        if let Under::Postgres = self {
+            pg_database(dir).await;
+        }
+    }
+
     /// The `[sink]` section writing table `t` in `dir`.
-    fn section(self, write: &str, extra: &str) -> String {
+    fn section(self, dir: &Path, write: &str, extra: &str) -> String {
         let pk = if write == "merge" {
             "primary_key = [\"id\"]\n"
         } else {
@@ -34,6 +43,10 @@ impl Under {
             Under::Sqlite => format!(
                 "[sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"t\"\nwrite = \"{write}\"\nbatch_size = 20\n{pk}{extra}"
             ),
+            Under::Postgres => format!(
+                "[sink]\nkind = \"postgres\"\nurl = \"{}\"\ntable = \"t\"\nwrite = \"{write}\"\nbatch_size = 20\n{pk}{extra}",
+                pg_url(dir)
+            ),
         }
     }
 
@@ -41,6 +54,7 @@ impl Under {
     async fn rows(self, dir: &Path) -> Vec<Value> {
         match self {
             Under::Sqlite => rows(&dir.join("out.db"), "t", "id, rowid").await,
+            Under::Postgres => pg_rows(&pg_url(dir), "SELECT * FROM t ORDER BY id, ctid").await,
         }
     }
 
@@ -52,6 +66,17 @@ impl Under {
                 .into_iter()
                 .map(|(n, t)| (n, t.to_lowercase()))
                 .collect(),
+            Under::Postgres => pg_rows(
+                &pg_url(dir),
+                "SELECT column_name::text AS n, CASE data_type WHEN 'bigint' THEN 'integer' \
+                 WHEN 'double precision' THEN 'real' ELSE data_type::text END AS t \
+                 FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 't' \
+                 ORDER BY ordinal_position",
+            )
+            .await
+            .iter()
+            .map(|r| (r["n"].as_str().unwrap_or("").to_string(), r["t"].as_str().unwrap_or("").to_string()))
+            .collect(),
         }
     }
 
@@ -62,6 +87,13 @@ impl Under {
                 scalar(
                     &dir.join("out.db"),
                     &format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE '{prefix}%'"),
+                )
+                .await
+            }
+            Under::Postgres => {
+                pg_scalar(
+                    &pg_url(dir),
+                    &format!("SELECT count(*) FROM pg_tables WHERE tablename LIKE '{prefix}%'"),
                 )
                 .await
             }
@@ -76,6 +108,14 @@ impl Under {
                 .iter()
                 .filter_map(|r| r["reason"].as_str().map(String::from))
                 .collect(),
+            Under::Postgres => pg_rows(
+                &pg_url(dir),
+                "SELECT reason FROM ingest.rejects ORDER BY id",
+            )
+            .await
+            .iter()
+            .filter_map(|r| r["reason"].as_str().map(String::from))
+            .collect(),
         }
     }
 
@@ -83,17 +123,24 @@ impl Under {
     async fn committed(self, dir: &Path, pid: u32) -> i64 {
         match self {
             Under::Sqlite => committed(&dir.join("out.db"), pid).await,
+            Under::Postgres => {
+                pg_scalar(
+                    &pg_url(dir),
+                    &format!("SELECT coalesce(max(records), 0) FROM ingest.runs WHERE pid = {pid}"),
+                )
+                .await
+            }
         }
     }
 }
 
 /// A concurrent page-number walk of `/posts` into `t`.
-fn posts(sink: Under, write: &str) -> String {
+fn posts(sink: Under, dir: &Path, write: &str) -> String {
     format!(
         "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\nconcurrency = 4\n\
          [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"\n\
          {}",
-        sink.section(write, "")
+        sink.section(dir, write, "")
     )
 }
 
@@ -115,7 +162,9 @@ async fn exactly_once_after_kills() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            write(dir.path(), "p.toml", &posts(sink, write_mode));
+            sink.prepare(dir.path()).await;
+            sink.prepare(dir.path()).await;
+            write(dir.path(), "p.toml", &posts(sink, dir.path(), write_mode));
             for at in [30, 50] {
                 let mut child = spawn_ingest(dir.path(), &api.url(), &["run", "p.toml", "-q"]);
                 let pid = child.id().unwrap_or(0);
@@ -145,7 +194,8 @@ async fn merge_updates_in_place() {
     for &sink in SINKS {
         let api = mock(60).await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        write(dir.path(), "p.toml", &posts(sink, "merge"));
+        sink.prepare(dir.path()).await;
+        write(dir.path(), "p.toml", &posts(sink, dir.path(), "merge"));
         run_ok(dir.path(), &api.url()).await;
         api.update(|d| {
             d.revise(7);
@@ -163,7 +213,8 @@ async fn replace_swaps_the_table_whole() {
     for &sink in SINKS {
         let api = mock(60).await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        write(dir.path(), "p.toml", &posts(sink, "replace"));
+        sink.prepare(dir.path()).await;
+        write(dir.path(), "p.toml", &posts(sink, dir.path(), "replace"));
         run_ok(dir.path(), &api.url()).await;
         api.update(|d| d.posts = 25);
         run_ok(dir.path(), &api.url()).await;
@@ -194,11 +245,11 @@ async fn canned(api: &MockApi, pages: &[&str]) {
     }
 }
 
-fn canned_pipeline(sink: Under, extra: &str) -> String {
+fn canned_pipeline(sink: Under, dir: &Path, extra: &str) -> String {
     format!(
         "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/suite/p0\"\nrecords = \"data\"\n\
          [source.pagination]\nkind = \"next_url\"\nnext = \"next\"\n{}",
-        sink.section("append", extra)
+        sink.section(dir, "append", extra)
             .replace("batch_size = 20", "batch_size = 1")
     )
 }
@@ -216,7 +267,8 @@ async fn schema_evolves_with_later_batches() {
         )
         .await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        write(dir.path(), "p.toml", &canned_pipeline(sink, ""));
+        sink.prepare(dir.path()).await;
+        write(dir.path(), "p.toml", &canned_pipeline(sink, dir.path(), ""));
         run_ok(dir.path(), &api.url()).await;
         let cols = sink.columns(dir.path()).await;
         let want = [
@@ -251,8 +303,13 @@ async fn rejects_say_why_and_the_rest_lands() {
         )
         .await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        sink.prepare(dir.path()).await;
         let columns = "[sink.columns]\nid = \"integer\"\nn = \"integer\"\n";
-        write(dir.path(), "p.toml", &canned_pipeline(sink, columns));
+        write(
+            dir.path(),
+            "p.toml",
+            &canned_pipeline(sink, dir.path(), columns),
+        );
         run_ok(dir.path(), &api.url()).await;
         let got = sink.rows(dir.path()).await;
         assert_eq!(

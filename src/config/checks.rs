@@ -8,7 +8,8 @@ use std::path::Path;
 use toml::de::DeTable;
 
 use super::source::PartitionConfig;
-use super::{Ctx, PaginationKind, Pipeline, SinkConfig};
+use super::{Ctx, PaginationKind, Pipeline, PostgresSinkConfig, SinkConfig};
+use std::time::Duration;
 
 /// Requests in flight per source, at most. More only piles speculative
 /// requests on an API (100,000 sent ~2,900 requests to a 2-record API).
@@ -198,7 +199,9 @@ pub(super) fn columns(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 /// a file, an existing file is SQLite, and the directory is writable (the
 /// lock, WAL and journal files go beside it). Nothing is created here.
 pub(super) fn sink_path(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    let SinkConfig::Sqlite(c) = &p.sink;
+    let SinkConfig::Sqlite(c) = &p.sink else {
+        return;
+    };
     if let Err(m) = sqlite_path(&c.path) {
         ctx.push(ctx.key(tree, "sink.path", m));
     }
@@ -252,6 +255,65 @@ pub fn sqlite_path(path: &Path) -> Result<(), String> {
         if dir.is_none() && here == Path::new(".") {
             return Err(format!("no directory of `{shown}` exists"));
         }
+    }
+}
+
+/// PostgreSQL's longest identifier, in bytes (longer ones are cut short).
+pub const PG_NAME_MAX: usize = 63;
+
+/// A `postgres` sink: the URL's scheme, a schema and table PostgreSQL keeps
+/// as written (the staging table's name included), a lease a heartbeat can
+/// keep.
+pub(super) fn postgres(c: &PostgresSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    let scheme_ok = url::Url::parse(&c.url)
+        .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.has_host());
+    if !scheme_ok {
+        ctx.push(ctx.key(
+            tree,
+            "sink.url",
+            "is not a PostgreSQL URL: write postgres://user:password@host:port/database, usually \"${env:DATABASE_URL}\"",
+        ));
+    }
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.len() <= PG_NAME_MAX
+            && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !ident(&c.schema) || c.schema == "ingest" || c.schema.starts_with("pg_") {
+        ctx.push(ctx.key(
+            tree,
+            "sink.schema",
+            format!(
+                "`{}` cannot be the data's schema: use letters, digits and `_`, at most {PG_NAME_MAX} bytes; `ingest` and `pg_*` are taken",
+                c.schema
+            ),
+        ));
+    }
+    // the staging table is `_ingest_staging__<table>`, which must fit too
+    let room = PG_NAME_MAX - "_ingest_staging__".len();
+    if c.table.len() > room {
+        ctx.push(ctx.key(
+            tree,
+            "sink.table",
+            format!(
+                "is longer than {room} characters, which a PostgreSQL staging table's name leaves"
+            ),
+        ));
+    }
+    for name in c.columns.keys().filter(|n| n.len() > PG_NAME_MAX) {
+        ctx.push(ctx.key(
+            tree,
+            "sink.columns",
+            format!("`{name}` is longer than PostgreSQL's {PG_NAME_MAX} bytes for a name"),
+        ));
+    }
+    if c.lease < Duration::from_secs(1) || c.lease > Duration::from_secs(3600) {
+        ctx.push(ctx.key(
+            tree,
+            "sink.lease",
+            "must be between 1s and 1h: a heartbeat renews it three times per lease",
+        ));
     }
 }
 

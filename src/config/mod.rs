@@ -26,7 +26,7 @@ use toml::de::{DeTable, DeValue};
 use crate::redact::Secrets;
 pub use checks::{MAX_CONCURRENCY, sqlite_path};
 pub use pagination::{PaginationConfig, PaginationKind};
-pub use sink::{ColumnType, SinkConfig, SqliteSinkConfig, WriteMode};
+pub use sink::{ColumnType, PostgresSinkConfig, SinkConfig, SqliteSinkConfig, WriteMode};
 pub use source::{HttpSourceConfig, SourceConfig};
 pub use transform::{Problems, TransformConfig};
 
@@ -254,7 +254,7 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
 /// Relative paths in a pipeline file resolve against the file's directory
 /// (made absolute), not the working directory, so cron and a shell agree.
 fn resolve_paths(sink: &mut SinkConfig, file: &Path) {
-    let SinkConfig::Sqlite(c) = sink;
+    let SinkConfig::Sqlite(c) = sink else { return };
     if c.path.as_os_str().is_empty() || c.path.is_absolute() {
         return;
     }
@@ -755,14 +755,17 @@ fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 
 /// The sink's table, batch size, primary key and declared columns.
 fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    let SinkConfig::Sqlite(k) = &p.sink;
-    if let Err(m) = check_table_name(&k.table) {
+    let k = &p.sink;
+    if let Err(m) = check_table_name(k.table()) {
         ctx.push(ctx.key(tree, "sink.table", m));
     }
-    if k.batch_size == 0 {
+    if k.batch_size() == 0 {
         ctx.push(ctx.key(tree, "sink.batch_size", "must be at least 1"));
     }
-    if k.write == WriteMode::Merge && k.primary_key.is_empty() {
+    if let SinkConfig::Postgres(c) = k {
+        checks::postgres(c, ctx, tree);
+    }
+    if k.write() == WriteMode::Merge && k.primary_key().is_empty() {
         let at = if span_of(tree, "sink.write").is_some() {
             "sink.write"
         } else {
@@ -774,7 +777,7 @@ fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
             "`write = \"merge\"` needs `primary_key`, the fields that identify a record",
         ));
     }
-    for (i, c) in k.primary_key.iter().enumerate() {
+    for (i, c) in k.primary_key().iter().enumerate() {
         if c.is_empty() {
             ctx.push(ctx.key(
                 tree,
@@ -783,7 +786,7 @@ fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
             ));
         }
     }
-    for name in k.columns.keys() {
+    for name in k.columns().keys() {
         if name.is_empty() || name.to_ascii_lowercase().starts_with("_ingest") {
             ctx.push(ctx.key(
                 tree,

@@ -1,6 +1,8 @@
-//! `[sink]`: where records go. Only `kind = "sqlite"` exists today.
+//! `[sink]`: where records go: `kind = "sqlite"` (the embedded default) or
+//! `kind = "postgres"` (a shared warehouse, and shared runs).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -11,6 +13,18 @@ use serde::Deserialize;
 pub enum SinkConfig {
     /// A table in a SQLite file.
     Sqlite(SqliteSinkConfig),
+    /// A table in a PostgreSQL database.
+    Postgres(PostgresSinkConfig),
+}
+
+/// The arm of every kind, for the keys they share.
+macro_rules! each_kind {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            SinkConfig::Sqlite($c) => $e,
+            SinkConfig::Postgres($c) => $e,
+        }
+    };
 }
 
 impl SinkConfig {
@@ -18,48 +32,40 @@ impl SinkConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::Sqlite(_) => "sqlite",
+            SinkConfig::Postgres(_) => "postgres",
         }
     }
 
     /// The data table.
     pub fn table(&self) -> &str {
-        match self {
-            SinkConfig::Sqlite(c) => &c.table,
-        }
+        each_kind!(self, c => &c.table)
     }
 
     /// How rows are written.
     pub fn write(&self) -> WriteMode {
-        match self {
-            SinkConfig::Sqlite(c) => c.write,
-        }
+        each_kind!(self, c => c.write)
     }
 
     /// The fields that identify a record (merge).
     pub fn primary_key(&self) -> &[String] {
-        match self {
-            SinkConfig::Sqlite(c) => &c.primary_key,
-        }
+        each_kind!(self, c => &c.primary_key)
     }
 
     /// Records per transaction, at most.
     pub fn batch_size(&self) -> usize {
-        match self {
-            SinkConfig::Sqlite(c) => c.batch_size,
-        }
+        each_kind!(self, c => c.batch_size)
     }
 
     /// Declared column types.
     pub fn columns(&self) -> &IndexMap<String, ColumnType> {
-        match self {
-            SinkConfig::Sqlite(c) => &c.columns,
-        }
+        each_kind!(self, c => &c.columns)
     }
 
     /// Where the data goes, for messages and reports (the database file).
     pub fn location(&self) -> String {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
+            SinkConfig::Postgres(c) => c.shown_url(),
         }
     }
 }
@@ -88,6 +94,62 @@ pub struct SqliteSinkConfig {
     /// Declared column types (others are inferred).
     #[serde(default)]
     pub columns: IndexMap<String, ColumnType>,
+}
+
+fn pg_batch() -> usize {
+    5000
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+fn lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `kind = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// `postgres://user:pass@host:port/db` (usually `${env:DATABASE_URL}`).
+    pub url: String,
+    /// The data table's schema.
+    #[serde(default = "public")]
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// How rows are written.
+    #[serde(default)]
+    pub write: WriteMode,
+    /// Required for merge.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Records per transaction, at most (a page is never split across two).
+    #[serde(default = "pg_batch")]
+    pub batch_size: usize,
+    /// Declared column types (others are inferred).
+    #[serde(default)]
+    pub columns: IndexMap<String, ColumnType>,
+    /// How long a claimed partition of a shared run stays claimed without
+    /// a heartbeat.
+    #[serde(default = "lease", with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl PostgresSinkConfig {
+    /// The URL without its password or query, for messages:
+    /// `postgres://user@host:port/db`.
+    pub fn shown_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.to_string()
+            }
+            Err(_) => "postgres://(unparsable url)".into(),
+        }
+    }
 }
 
 /// How rows are written.
@@ -140,6 +202,18 @@ impl ColumnType {
             ColumnType::Integer | ColumnType::Boolean => "INTEGER",
             ColumnType::Real => "REAL",
             ColumnType::Text | ColumnType::Json | ColumnType::Timestamp => "TEXT",
+        }
+    }
+
+    /// The PostgreSQL type.
+    pub fn pg(self) -> &'static str {
+        match self {
+            ColumnType::Integer => "bigint",
+            ColumnType::Real => "double precision",
+            ColumnType::Text => "text",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Json => "jsonb",
+            ColumnType::Timestamp => "timestamptz",
         }
     }
 

@@ -4,10 +4,14 @@
 //! a batch with its resume state, rejects and counters in one transaction,
 //! finish, and give the rows of a `query` partition. Each kind of sink is a
 //! variant with a module of its own; SQLite's C-API fast path stays private
-//! to [`sqlite`]. A new sink is its module, a [`SinkConfig`] variant and an
-//! arm in each method below.
+//! to [`sqlite`], PostgreSQL's COPY and shared runs to [`postgres`]. What
+//! both need to shape rows (columns, inferred types) is in [`columns`]. A
+//! new sink is its module, a [`SinkConfig`] variant and an arm in each
+//! method below.
 
 mod bulk;
+pub mod columns;
+pub mod postgres;
 pub mod sqlite;
 
 pub use bulk::SqliteError;
@@ -19,8 +23,33 @@ use serde_json::Value;
 use indexmap::IndexMap;
 
 use crate::config::SinkConfig;
+use crate::ledger::Walk;
 use crate::source::Resume;
+use postgres::PgSink;
 use sqlite::{Marks, SqliteSink, Written};
+
+/// A saved resume point as a sink stores it: `None` when that partition's
+/// walk is complete; skipped (with a warning) when it does not parse, so
+/// that partition starts over.
+pub(crate) fn parse_state(
+    partition: String,
+    resume: Option<String>,
+    done: bool,
+) -> Option<(String, Option<Resume>)> {
+    match (done, resume) {
+        (false, Some(text)) => match serde_json::from_str::<Resume>(&text) {
+            Ok(r) => Some((partition, Some(r))),
+            Err(e) => {
+                tracing::warn!(
+                    partition,
+                    "the saved resume point does not parse ({e}); that partition starts over"
+                );
+                None
+            }
+        },
+        _ => Some((partition, None)),
+    }
+}
 
 /// The database refused something.
 #[derive(Debug, thiserror::Error)]
@@ -68,64 +97,114 @@ pub enum SinkError {
     /// The data cannot be stored as the pipeline asks.
     #[error("{0}")]
     Schema(String),
+    /// A shared run's batch whose claim another process took over.
+    #[error(
+        "partition {partitions}: another process took this claim over after its lease ran out; the batch was not committed (that process continues from the last committed page)"
+    )]
+    Fenced {
+        /// The batch's partitions.
+        partitions: String,
+    },
 }
 
 /// An open sink of a run.
 pub enum Sink {
     /// A table in a SQLite file.
     Sqlite(Box<SqliteSink>),
+    /// A table in a PostgreSQL database.
+    Postgres(Box<PgSink>),
+}
+
+/// The arm of every kind of open sink.
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Sink::Sqlite($s) => $e,
+            Sink::Postgres($s) => $e,
+        }
+    };
 }
 
 /// A pipeline's lock, held for as long as this value lives.
 pub enum Lock {
     /// An OS advisory lock on a file beside the database.
     File(std::fs::File),
+    /// A PostgreSQL session advisory lock, held by this connection.
+    Session(Box<sqlx::postgres::PgConnection>),
+    /// Held by the open sink's own connection.
+    Sink,
 }
 
 /// Take a pipeline's lock: one run (or `state reset`) at a time; exit 75
 /// ([`SinkError::Busy`]) while another holds it.
-pub fn lock(cfg: &SinkConfig, pipeline: &str) -> Result<Lock, SinkError> {
+pub async fn lock(cfg: &SinkConfig, pipeline: &str) -> Result<Lock, SinkError> {
     match cfg {
         SinkConfig::Sqlite(c) => sqlite::lock_pipeline(&c.path, pipeline).map(Lock::File),
+        SinkConfig::Postgres(c) => {
+            let mut conn = postgres::connect(c).await?;
+            postgres::lock_run(&mut conn, &c.shown_url(), pipeline, true).await?;
+            Ok(Lock::Session(Box::new(conn)))
+        }
     }
 }
 
+/// Walks to run here, or claimed from a shared run as they come.
+pub enum Walks {
+    /// Every walk, in this process.
+    Local(Vec<Walk>),
+    /// Claimed one by one; the heartbeat keeps the claims while it lives.
+    Shared(postgres::ClaimStream, postgres::Heartbeat),
+}
+
 impl Sink {
-    /// Take the pipeline's lock, then open the sink (creating what is missing).
-    pub async fn open(cfg: &SinkConfig, pipeline: &str) -> Result<(Self, Lock), SinkError> {
-        let held = lock(cfg, pipeline)?;
-        let sink = match cfg {
-            SinkConfig::Sqlite(c) => Sink::Sqlite(Box::new(SqliteSink::open(c, pipeline).await?)),
-        };
-        Ok((sink, held))
+    /// Take the pipeline's lock, then open the sink (creating what is
+    /// missing). `partitioned`: the walks can be shared among processes
+    /// (a PostgreSQL sink then runs a shared run).
+    pub async fn open(
+        cfg: &SinkConfig,
+        pipeline: &str,
+        partitioned: bool,
+    ) -> Result<(Self, Lock), SinkError> {
+        match cfg {
+            SinkConfig::Sqlite(c) => {
+                let held = lock(cfg, pipeline).await?;
+                let sink = Sink::Sqlite(Box::new(SqliteSink::open(c, pipeline).await?));
+                Ok((sink, held))
+            }
+            SinkConfig::Postgres(c) => {
+                let sink = PgSink::open(c, pipeline, partitioned).await?;
+                Ok((Sink::Postgres(Box::new(sink)), Lock::Sink))
+            }
+        }
+    }
+
+    /// The planned walks, as this process runs them: all of them, or (a
+    /// shared run) those it claims.
+    pub async fn share(&mut self, walks: Vec<Walk>) -> Result<Walks, SinkError> {
+        match self {
+            Sink::Sqlite(_) => Ok(Walks::Local(walks)),
+            Sink::Postgres(s) => s.share(walks).await,
+        }
     }
 
     /// The run that started a `--full-refresh` that has not finished.
     pub async fn pending_refresh(&mut self) -> Result<Option<i64>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.pending_refresh().await,
-        }
+        each!(self, s => s.pending_refresh().await)
     }
 
     /// Forget the resume state and note a `--full-refresh`, in one transaction.
     pub async fn start_refresh(&mut self) -> Result<(), SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.start_refresh().await,
-        }
+        each!(self, s => s.start_refresh().await)
     }
 
     /// The saved resume points: partition → where it resumes (`None`: done).
     pub async fn load_state(&mut self) -> Result<IndexMap<String, Option<Resume>>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.load_state().await,
-        }
+        each!(self, s => s.load_state().await)
     }
 
     /// The incremental mark and a pending one.
     pub async fn load_marks(&mut self, cursor_field: &str) -> Result<Marks, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.load_marks(cursor_field).await,
-        }
+        each!(self, s => s.load_marks(cursor_field).await)
     }
 
     /// The rows of a `query` partition, every value as text.
@@ -133,23 +212,17 @@ impl Sink {
         &mut self,
         sql: &str,
     ) -> Result<Vec<IndexMap<String, String>>, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.query_rows(sql).await,
-        }
+        each!(self, s => s.query_rows(sql).await)
     }
 
     /// Record the run and prepare the target; returns the run's id.
     pub async fn begin_run(&mut self, full_refresh: bool, fresh: bool) -> Result<i64, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.begin_run(full_refresh, fresh).await,
-        }
+        each!(self, s => s.begin_run(full_refresh, fresh).await)
     }
 
     /// Commit one batch: rows, resume state, rejects and counters together.
     pub async fn write(&mut self, batch: Batch) -> Result<Written, SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.write(batch).await,
-        }
+        each!(self, s => s.write(batch).await)
     }
 
     /// End the run: on success swap a staged table in and forget the state.
@@ -159,9 +232,7 @@ impl Sink {
         error: Option<&str>,
         retries: u64,
     ) -> Result<(), SinkError> {
-        match self {
-            Sink::Sqlite(s) => s.finish(status, error, retries).await,
-        }
+        each!(self, s => s.finish(status, error, retries).await)
     }
 }
 

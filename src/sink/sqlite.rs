@@ -15,7 +15,6 @@
 //! swaps it in by rename in the run's last transaction, so a reader never sees
 //! a half-loaded table.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::bulk::{Session, Sql};
+use super::columns::{Column, Columns, usable_name};
 use super::{Batch, Origin, Reject, SinkError};
 use crate::config::{ColumnType, SqliteSinkConfig, WriteMode};
 use crate::source::Resume;
@@ -165,14 +165,6 @@ pub async fn open_existing(path: &Path) -> Result<SqliteConnection, SinkError> {
     connect(path).await
 }
 
-#[derive(Debug, Clone)]
-struct Column {
-    name: String,
-    ty: ColumnType,
-    /// Declared in the pipeline: values must convert, or the record is rejected.
-    strict: bool,
-}
-
 /// A pipeline's writer.
 pub struct SqliteSink {
     conn: SqliteConnection,
@@ -183,15 +175,7 @@ pub struct SqliteSink {
     mode: WriteMode,
     staged: bool,
     primary_key: Vec<String>,
-    declared: IndexMap<String, ColumnType>,
-    columns: Vec<Column>,
-    /// lower-cased column name → position (SQLite names are case-insensitive)
-    index: HashMap<String, usize>,
-    /// exact column name → position: the common case, without allocating
-    exact: HashMap<String, usize>,
-    /// positions of the primary key columns, when they exist
-    pk_cols: Vec<usize>,
-    exists: bool,
+    cols: Columns,
     run_id: i64,
     marks: Option<Marks>,
     checkpointer: Checkpointer,
@@ -330,12 +314,7 @@ impl SqliteSink {
             mode: cfg.write,
             staged: false,
             primary_key: cfg.primary_key.clone(),
-            declared: cfg.columns.clone(),
-            columns: Vec::new(),
-            index: HashMap::new(),
-            exact: HashMap::new(),
-            pk_cols: Vec::new(),
-            exists: false,
+            cols: Columns::new(&cfg.primary_key, &cfg.columns, MAX_COLUMNS),
             run_id: 0,
             marks: None,
         })
@@ -468,47 +447,15 @@ impl SqliteSink {
             .fetch_all(&mut self.conn)
             .await
             .map_err(db_err(&self.path, "cannot read the table's columns"))?;
-        self.columns.clear();
-        self.index.clear();
-        self.exact.clear();
-        self.exists = !rows.is_empty();
+        self.cols.clear();
         for r in rows {
             let name: String = r
                 .try_get(0)
                 .map_err(db_err(&self.path, "cannot read the table's columns"))?;
             let decl: String = r.try_get(1).unwrap_or_default();
-            let (ty, strict) = match self
-                .declared
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
-            {
-                Some((_, t)) => (*t, true),
-                None => (from_decl(&decl), false),
-            };
-            self.push_column(name, ty, strict);
+            self.cols.found(name, from_decl(&decl));
         }
         Ok(())
-    }
-
-    fn push_column(&mut self, name: String, ty: ColumnType, strict: bool) {
-        let at = self.columns.len();
-        self.index.insert(name.to_lowercase(), at);
-        self.exact.insert(name.clone(), at);
-        self.columns.push(Column { name, ty, strict });
-        self.pk_cols = self
-            .primary_key
-            .iter()
-            .filter_map(|k| self.position(k))
-            .collect();
-    }
-
-    /// The position of the column for a field name (SQLite compares names
-    /// case-insensitively); allocates only for a name not seen in this case.
-    fn position(&self, name: &str) -> Option<usize> {
-        match self.exact.get(name) {
-            Some(&i) => Some(i),
-            None => self.index.get(&name.to_lowercase()).copied(),
-        }
     }
 
     /// The saved resume points of this pipeline: partition → resume
@@ -528,20 +475,9 @@ impl SqliteSink {
                 .try_get(1)
                 .map_err(db_err(&self.path, "cannot read the resume state"))?;
             let done: i64 = r.try_get(2).unwrap_or(0);
-            let parsed = match (done, resume) {
-                (0, Some(text)) => match serde_json::from_str::<Resume>(&text) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(
-                            partition,
-                            "the saved resume point does not parse ({e}); that partition starts over"
-                        );
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            out.insert(partition, parsed);
+            if let Some((k, v)) = super::parse_state(partition, resume, done != 0) {
+                out.insert(k, v);
+            }
         }
         Ok(out)
     }
@@ -593,15 +529,15 @@ impl SqliteSink {
             max_cursor,
             origins,
         } = batch;
-        let new_cols = self.evolve(&records);
+        let new_cols = self.cols.evolve(&records);
         let rows = self.rows(&records, &origins, &mut rejects);
         let ddl = self.ddl(&new_cols);
         let prefix = self.insert_prefix();
         let suffix = self.upsert_suffix();
-        if !self.columns.is_empty() {
-            self.exists = true;
+        if !self.cols.list.is_empty() {
+            self.cols.exists = true;
         }
-        let ncols = self.columns.len().max(1);
+        let ncols = self.cols.list.len().max(1);
         let written = Written {
             rows: (rows.len() / ncols) as u64,
             rejects: rejects.len() as u64,
@@ -620,56 +556,6 @@ impl SqliteSink {
             m.pending = Some(p);
         }
         Ok(written)
-    }
-
-    /// The columns a batch brings: declared ones when the table is new, then
-    /// each new field. A new column's type comes from all of its values in
-    /// this batch, so a field that is 1 here and "007" or 2.5 there gets a
-    /// type that holds both as sent.
-    fn evolve(&mut self, records: &[Value]) -> Vec<Column> {
-        let mut new_cols: Vec<Column> = Vec::new();
-        if !self.exists {
-            for (name, ty) in self.declared.clone() {
-                if !self.index.contains_key(&name.to_lowercase()) {
-                    new_cols.push(Column {
-                        name: name.clone(),
-                        ty,
-                        strict: true,
-                    });
-                    self.push_column(name, ty, true);
-                }
-            }
-        }
-        // records of one API nearly always share their keys: a record whose
-        // keys are the previous record's needs no lookup at all
-        let mut prev: Vec<&str> = Vec::new();
-        for r in records {
-            let Value::Object(m) = r else { continue };
-            if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
-                continue;
-            }
-            prev.clear();
-            prev.extend(m.keys().map(String::as_str));
-            for (k, v) in m {
-                if usable_name(k) && self.columns.len() < MAX_COLUMNS && self.position(k).is_none()
-                {
-                    let ty = infer(v);
-                    new_cols.push(Column {
-                        name: k.clone(),
-                        ty,
-                        strict: false,
-                    });
-                    self.push_column(k.clone(), ty, false);
-                }
-            }
-        }
-        for c in new_cols.iter_mut().filter(|c| !c.strict) {
-            c.ty = infer_all(records.iter().filter_map(|r| r.get(&c.name)));
-            if let Some(&i) = self.index.get(&c.name.to_lowercase()) {
-                self.columns[i].ty = c.ty;
-            }
-        }
-        new_cols
     }
 
     /// The batch's ledger statements with their values: each partition's
@@ -800,15 +686,16 @@ impl SqliteSink {
     /// unique index that merge needs.
     fn ddl(&self, new_cols: &[Column]) -> Vec<String> {
         let mut out = Vec::new();
-        if new_cols.is_empty() && self.exists {
+        if new_cols.is_empty() && self.cols.exists {
             return out;
         }
-        if !self.exists {
-            if self.columns.is_empty() {
+        if !self.cols.exists {
+            if self.cols.list.is_empty() {
                 return out;
             }
             let cols: Vec<String> = self
-                .columns
+                .cols
+                .list
                 .iter()
                 .map(|c| format!("{} {}", quote(&c.name), c.ty.sql()))
                 .collect();
@@ -827,12 +714,7 @@ impl SqliteSink {
                 ));
             }
         }
-        if self.mode == WriteMode::Merge
-            && self
-                .primary_key
-                .iter()
-                .all(|k| self.index.contains_key(&k.to_lowercase()))
-        {
+        if self.mode == WriteMode::Merge && self.cols.has_primary_key() {
             out.push(self.pk_index(&self.target));
         }
         out
@@ -849,7 +731,7 @@ impl SqliteSink {
     }
 
     fn insert_prefix(&self) -> String {
-        let cols: Vec<String> = self.columns.iter().map(|c| quote(&c.name)).collect();
+        let cols: Vec<String> = self.cols.list.iter().map(|c| quote(&c.name)).collect();
         format!("INSERT INTO {} ({}) ", quote(&self.target), cols.join(", "))
     }
 
@@ -859,7 +741,8 @@ impl SqliteSink {
         }
         let pk: Vec<String> = self.primary_key.iter().map(|k| quote(k)).collect();
         let sets: Vec<String> = self
-            .columns
+            .cols
+            .list
             .iter()
             .filter(|c| {
                 !self
@@ -887,7 +770,7 @@ impl SqliteSink {
         origins: &[Origin],
         rejects: &mut Vec<Reject>,
     ) -> Vec<Sql<'r>> {
-        let ncols = self.columns.len();
+        let ncols = self.cols.list.len();
         let mut flat: Vec<Sql<'r>> = Vec::with_capacity(records.len() * ncols);
         // stamp[i] == record number: column i already set by this record
         let mut stamp = vec![usize::MAX; ncols];
@@ -935,7 +818,7 @@ impl SqliteSink {
     ) -> Result<(), String> {
         if m.len() != prev.len() || !m.keys().zip(prev.iter()).all(|(k, (p, _))| k == p) {
             prev.clear();
-            prev.extend(m.keys().map(|k| (k.as_str(), self.position(k))));
+            prev.extend(m.keys().map(|k| (k.as_str(), self.cols.position(k))));
         }
         for (j, (k, v)) in m.iter().enumerate() {
             if !usable_name(k) {
@@ -951,17 +834,21 @@ impl SqliteSink {
             if stamp[i] == n {
                 return Err(format!(
                     "fields {:?} and {k:?} differ only in case, and SQLite column names do not",
-                    self.columns[i].name
+                    self.cols.list[i].name
                 ));
             }
             stamp[i] = n;
-            let col = &self.columns[i];
+            let col = &self.cols.list[i];
             cells[i] = to_sql(v, col)
                 .map_err(|reason| format!("column `{}` ({}): {reason}", col.name, col.ty.name()))?;
         }
         if self.mode == WriteMode::Merge {
-            let missing = self.pk_cols.len() < self.primary_key.len()
-                || self.pk_cols.iter().any(|&i| matches!(cells[i], Sql::Null));
+            let missing = self.cols.pk_cols.len() < self.primary_key.len()
+                || self
+                    .cols
+                    .pk_cols
+                    .iter()
+                    .any(|&i| matches!(cells[i], Sql::Null));
             if missing {
                 return Err(format!(
                     "a primary key field ({}) is missing or null",
@@ -975,7 +862,7 @@ impl SqliteSink {
     /// The statements that swap the staging table in by rename (with the
     /// merge index), or empty the live table when the API had no records.
     fn swap(&self, live: bool) -> Vec<String> {
-        if !self.exists {
+        if !self.cols.exists {
             return if live {
                 vec![format!("DELETE FROM {}", quote(&self.table))]
             } else {
@@ -1076,37 +963,9 @@ impl SqliteSink {
     }
 }
 
-fn usable_name(k: &str) -> bool {
-    !k.is_empty() && !k.contains('\0')
-}
-
 /// A string literal for SQL text (only for names we already validated).
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The type of a column that holds all these values as sent: one kind
-/// keeps its type; integers with reals are real; booleans with integers are
-/// integer; JSON arrays or objects make it json; any other mix is text.
-/// Nulls say nothing (all nulls: text).
-fn infer_all<'a>(values: impl Iterator<Item = &'a Value>) -> ColumnType {
-    use ColumnType::{Boolean, Integer, Json, Real, Text};
-    let mut out: Option<ColumnType> = None;
-    for v in values.filter(|v| !v.is_null()) {
-        let t = infer(v);
-        out = Some(match (out, t) {
-            (None, t) => t,
-            (Some(a), b) if a == b => a,
-            (Some(Json), _) | (_, Json) => Json,
-            (Some(Integer | Real), Integer | Real) => Real,
-            (Some(Integer | Boolean), Integer | Boolean) => Integer,
-            _ => Text,
-        });
-        if out == Some(Text) {
-            break;
-        }
-    }
-    out.unwrap_or(Text)
 }
 
 /// Whether SQLite's INTEGER or REAL affinity would turn this text into a
@@ -1142,18 +1001,6 @@ pub fn numeric_text(s: &str) -> bool {
         }
     }
     i == b.len()
-}
-
-/// The type a column gets from one value.
-fn infer(v: &Value) -> ColumnType {
-    match v {
-        Value::Bool(_) => ColumnType::Boolean,
-        Value::Number(n) if n.is_i64() => ColumnType::Integer,
-        Value::Number(n) if n.is_u64() => ColumnType::Text, // beyond i64: keep every digit
-        Value::Number(_) => ColumnType::Real,
-        Value::Array(_) | Value::Object(_) => ColumnType::Json,
-        Value::String(_) | Value::Null => ColumnType::Text,
-    }
 }
 
 fn from_decl(decl: &str) -> ColumnType {
@@ -1241,31 +1088,6 @@ fn to_sql<'a>(v: &'a Value, col: &Column) -> Result<Sql<'a>, String> {
     })
 }
 
-/// The columns a table would get from these records: declared ones first,
-/// then each new field with the type of its first non-null value.
-pub fn infer_columns(
-    records: &[Value],
-    declared: &IndexMap<String, ColumnType>,
-) -> Vec<(String, ColumnType)> {
-    let mut out: IndexMap<String, (String, Option<ColumnType>)> = IndexMap::new();
-    for (k, t) in declared {
-        out.insert(k.to_lowercase(), (k.clone(), Some(*t)));
-    }
-    for r in records {
-        if let Value::Object(m) = r {
-            for k in m.keys() {
-                out.entry(k.to_lowercase()).or_insert((k.clone(), None));
-            }
-        }
-    }
-    out.into_values()
-        .map(|(n, t)| {
-            let t = t.unwrap_or_else(|| infer_all(records.iter().filter_map(|r| r.get(&n))));
-            (n, t)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1322,17 +1144,5 @@ mod tests {
             assert_eq!(converted, r != "text", "{text:?}");
             assert_eq!(numeric_text(text), converted, "{text:?}: SQLite gives {i}");
         }
-    }
-
-    #[test]
-    fn a_mixed_column_gets_a_type_that_holds_every_value() {
-        use serde_json::json;
-        let t = |v: Value| infer_all(v.as_array().into_iter().flatten());
-        assert_eq!(t(json!([1, 2])), ColumnType::Integer);
-        assert_eq!(t(json!([null, 1, 2.5])), ColumnType::Real);
-        assert_eq!(t(json!([1, "007"])), ColumnType::Text);
-        assert_eq!(t(json!([true, 1])), ColumnType::Integer);
-        assert_eq!(t(json!([1, {"a": 1}])), ColumnType::Json);
-        assert_eq!(t(json!([null])), ColumnType::Text);
     }
 }

@@ -276,3 +276,80 @@ pub async fn committed(db: &std::path::Path, pid: u32) -> i64 {
     .await
     .unwrap_or(0)
 }
+
+/// The throwaway PostgreSQL server `make test` starts (scripts/with-postgres.sh).
+/// Without it the test fails and says how to get one: a Postgres test is
+/// never skipped.
+pub fn pg_admin() -> String {
+    std::env::var("INGEST_TEST_PG").unwrap_or_else(|_| {
+        panic!(
+            "this test needs a PostgreSQL server: run it with `make test`, which starts a throwaway one \
+             (scripts/with-postgres.sh cargo test ...), after `sudo apt-get install -y postgresql`; \
+             or set INGEST_TEST_PG=postgres://user@127.0.0.1:PORT/postgres"
+        )
+    })
+}
+
+/// A new, empty database for the test working in `dir`; its URL.
+pub async fn pg_database(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let admin = pg_admin();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    let name = format!("t_{:016x}", h.finish());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect {admin}: {e}"));
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("INGEST_TEST_PG has no database: {admin}"),
+    }
+}
+
+/// The URL of the database `pg_database(dir)` made.
+pub fn pg_url(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    let admin = pg_admin();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_string();
+    format!("{base}/t_{:016x}", h.finish())
+}
+
+/// Every row a query gives, as JSON objects (`row_to_json`, column order kept).
+pub async fn pg_rows(url: &str, sql: &str) -> Vec<Value> {
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    let wrapped = format!("SELECT row_to_json(q)::text FROM ({sql}) q");
+    sqlx::query_scalar::<_, String>(AssertSqlSafe(wrapped))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// One number from a query (0 when the query fails: a table not there yet).
+pub async fn pg_scalar(url: &str, sql: &str) -> i64 {
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
+        return 0;
+    };
+    sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
+}
