@@ -22,10 +22,12 @@ demo: build
 
 ## Release build; the mock API and ingest on 127.0.0.1: records/s and peak RSS
 ## of ingest beside the fetch-only and write-only floors measured in the same
-## run. BENCH_RECORDS=100000 for a quicker run.
+## run; then PostgreSQL (a throwaway cluster): the sink beside a COPY-only
+## floor, and a shared backfill by 1 and 3 processes.
+## BENCH_RECORDS=100000 BENCH_PG_RECORDS=100000 for a quicker run.
 bench:
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) bench -p ingest --bench throughput
+	PG_FSYNC=on ./scripts/with-postgres.sh $(CARGO) bench -p ingest --bench throughput
 
 ## The mock API on 127.0.0.1:8080 (Ctrl-C stops it), for trying pipelines by hand.
 mock:

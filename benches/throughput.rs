@@ -7,7 +7,12 @@
 //!   no sink;
 //! - the write-only floor: the same rows through the same sink, no HTTP;
 //! - 20 ms added to every response (100k records, concurrency 16) beside the
-//!   ideal pages × 20 ms / 16.
+//!   ideal pages × 20 ms / 16;
+//! - PostgreSQL (`make bench` starts a throwaway cluster, fsync on): the
+//!   Postgres sink end to end beside a COPY-only floor (the same rows as
+//!   COPY text, in transactions of the same size, straight to the server);
+//! - a shared backfill of 60 daily windows, 50 ms per response and 20
+//!   requests/s per process, by 1 process and by 3.
 //!
 //! Every measured run is its own process (the real release `ingest`, or this
 //! program re-run as a child for the floors), so each peak RSS is that
@@ -48,18 +53,20 @@ impl Drop for Mock {
 }
 
 fn start_mock(posts: u64, delay_ms: u64) -> Mock {
+    start_mock_args(&[
+        "--posts",
+        &posts.to_string(),
+        "--delay-ms",
+        &delay_ms.to_string(),
+    ])
+}
+
+/// The mock API with these switches, on a free port, for at most 30 minutes.
+fn start_mock_args(args: &[&str]) -> Mock {
     let bin = release_dir().join("ingest-mock");
     let mut child = Command::new(&bin)
-        .args([
-            "--port",
-            "0",
-            "--posts",
-            &posts.to_string(),
-            "--delay-ms",
-            &delay_ms.to_string(),
-            "--for",
-            "1800",
-        ])
+        .args(["--port", "0", "--for", "1800"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
@@ -275,6 +282,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("--floor-fetch") => return floor_fetch(&args[1]),
         Some("--floor-write") => return floor_write(args[1].parse().unwrap_or(0), &args[2]),
+        Some("--floor-copy") => return pg::floor_copy(args[1].parse().unwrap_or(0), &args[2]),
         _ => {}
     }
     let n: u64 = std::env::var("BENCH_RECORDS")
@@ -283,7 +291,10 @@ fn main() {
         .unwrap_or(1_000_000);
     let r = measure(n);
     report(n, &r);
+    pg::bench();
 }
+
+mod pg;
 
 /// Every run of the bench, measured.
 struct Results {

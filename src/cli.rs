@@ -99,6 +99,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Every pipeline's last run: status, when, how long, rows, rejects and
+    /// error; for a shared run in progress, its partitions by state and
+    /// owner. Exits 1 when a last run failed or was killed.
+    Status {
+        /// Pipeline files (default: pipelines/*.toml).
+        pipelines: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print a completion script for a shell on stdout
     /// (`ingest completions bash > /etc/bash_completion.d/ingest`).
     Completions {

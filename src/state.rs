@@ -256,3 +256,51 @@ pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkErr
         })
         .collect())
 }
+
+/// A shared run's partitions held by one owner (or none: waiting).
+#[derive(Debug, Clone, Serialize)]
+pub struct Claimed {
+    /// `host:pid:tag` of the process, or "" for partitions nobody holds.
+    pub owner: String,
+    /// Partitions it holds (not done).
+    pub partitions: i64,
+    /// Whether its leases ran out (the process is likely dead).
+    pub expired: bool,
+}
+
+/// A pipeline at a glance: its last run, and a shared run in progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Its last run (none: never run here).
+    pub last: Option<RunRow>,
+    /// Partitions of a shared run in progress that are done.
+    pub shared_done: Option<i64>,
+    /// Partitions not done, by owner.
+    pub shared_claims: Vec<Claimed>,
+}
+
+/// The last run of a pipeline (none when its database does not exist yet),
+/// and the partitions of a shared run in progress.
+pub async fn status(p: &Pipeline) -> Result<Status, SinkError> {
+    let exists = match &p.sink {
+        SinkConfig::Sqlite(c) => c.path.exists(),
+        SinkConfig::Postgres(_) => true,
+    };
+    let last = if exists {
+        runs(p, 1).await?.into_iter().next()
+    } else {
+        None
+    };
+    let (shared_done, shared_claims) = match &p.sink {
+        SinkConfig::Postgres(c) => pg::partitions(c, &p.name).await?,
+        SinkConfig::Sqlite(_) => (None, Vec::new()),
+    };
+    Ok(Status {
+        pipeline: p.name.clone(),
+        last,
+        shared_done,
+        shared_claims,
+    })
+}

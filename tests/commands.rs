@@ -204,3 +204,71 @@ async fn rejects_lists_what_was_refused_and_why() {
         serde_json::from_str(all[0]["record"].as_str().unwrap_or("")).unwrap_or_default();
     assert_eq!(first["id"], 12, "{all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_pipelines_last_run_and_fails_on_a_failed_one() {
+    let api = mock(30).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap_or_else(|e| panic!("{e}"));
+    let good = "[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/posts\"\n\
+        [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\n\
+        [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\n";
+    write(&dir.path().join("pipelines"), "a_good.toml", good);
+    write(
+        &dir.path().join("pipelines"),
+        "b_never.toml",
+        &good.replace("out.db", "never.db"),
+    );
+    write(
+        &dir.path().join("pipelines"),
+        "c_bad.toml",
+        &good
+            .replace("/posts", "/nowhere")
+            .replace("out.db", "bad.db"),
+    );
+    let run = |f: &'static str| {
+        let dir = dir.path().to_path_buf();
+        let api = api.url();
+        async move { ingest(&dir, &api, &["run", &format!("pipelines/{f}"), "-q"]).await }
+    };
+    assert_eq!(run("a_good.toml").await.code, 0);
+    assert_eq!(run("c_bad.toml").await.code, 1);
+    // no files named: the pipelines/ folder, in order
+    let out = ingest(dir.path(), &api.url(), &["status"]).await;
+    assert_eq!(out.code, 1, "a failed last run fails status: {out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("pipeline") && lines[0].contains("last run"),
+        "{}",
+        out.stdout
+    );
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .copied()
+            .unwrap_or("")
+    };
+    assert!(
+        row("a_good").contains("| done ") && row("a_good").contains("| 30 "),
+        "{}",
+        out.stdout
+    );
+    assert!(row("b_never").contains("never run"), "{}", out.stdout);
+    assert!(
+        row("c_bad").contains("| failed ") && row("c_bad").contains("404"),
+        "{}",
+        out.stdout
+    );
+    // one file, as JSON: the good one alone exits 0
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["status", "pipelines/a_good.toml", "--output", "json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+    assert_eq!(v["last"]["status"], "done");
+    assert_eq!(v["last"]["records"], 30);
+}

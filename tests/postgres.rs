@@ -370,6 +370,15 @@ async fn a_stalled_process_whose_claim_was_taken_cannot_commit() {
         assert!(done.success(), "kill {sig}");
     };
     signal("-STOP");
+    // the operator's view: a shared run, and who walks what
+    let status = ingest(dir.path(), &api.url(), &["status", f]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.contains("shared run in progress")
+            && status.stdout.contains(&format!(":{pid}:")),
+        "{}",
+        status.stdout
+    );
     // another process takes the stalled one's partition once its lease runs
     // out, and walks everything
     let other = ingest(dir.path(), &api.url(), &["run", f]).await;

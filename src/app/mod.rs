@@ -65,6 +65,7 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
             limit,
             output,
         } => state::rejects(&pipeline, limit, output).await,
+        Command::Status { pipelines, output } => state::status(&pipelines, output).await,
         Command::Completions { shell } => Ok(completions(shell)),
     };
     match result {

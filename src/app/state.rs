@@ -1,4 +1,4 @@
-//! `ingest state show|reset` and `ingest runs`: what the ledger says.
+//! `ingest state show|reset`, `runs`, `rejects` and `status`: what the ledger says.
 
 use std::path::Path;
 
@@ -120,6 +120,110 @@ pub(super) async fn rejects(path: &Path, limit: u32, output: Output) -> anyhow::
         say!("{line}");
     }
     Ok(0)
+}
+
+/// `ingest status`: one line per pipeline, then a shared run's partitions.
+pub(super) async fn status(paths: &[std::path::PathBuf], output: Output) -> anyhow::Result<i32> {
+    let paths = if paths.is_empty() {
+        default_pipelines()?
+    } else {
+        paths.to_vec()
+    };
+    let mut all = Vec::new();
+    for path in &paths {
+        let p = load(path, &[])?;
+        all.push(state::status(&p).await.map_err(Error::from)?);
+    }
+    let bad = all.iter().any(|s| {
+        s.last
+            .as_ref()
+            .is_some_and(|r| matches!(r.status.as_str(), "failed" | "killed" | "interrupted"))
+    });
+    if output == Output::Json {
+        json_lines(&all)?;
+        return Ok(i32::from(bad));
+    }
+    let header: Vec<String> = [
+        "pipeline", "last run", "started", "took", "rows", "rejects", "error",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Vec<Vec<String>> = all.iter().map(status_row).collect();
+    for line in table::render(&header, &rows) {
+        say!("{line}");
+    }
+    for s in all.iter().filter(|s| s.shared_done.is_some()) {
+        let held: Vec<String> = s
+            .shared_claims
+            .iter()
+            .map(|c| match (c.owner.as_str(), c.expired) {
+                ("", _) => format!("{} waiting", c.partitions),
+                (o, true) => format!("{} held by {o} (lease ran out)", c.partitions),
+                (o, false) => format!("{} walked by {o}", c.partitions),
+            })
+            .collect();
+        say!(
+            "{}: shared run in progress: {} partitions done; {}",
+            s.pipeline,
+            s.shared_done.unwrap_or(0),
+            if held.is_empty() {
+                "none left".into()
+            } else {
+                held.join("; ")
+            }
+        );
+    }
+    Ok(i32::from(bad))
+}
+
+fn status_row(s: &state::Status) -> Vec<String> {
+    let Some(r) = &s.last else {
+        return vec![
+            s.pipeline.clone(),
+            "never run".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ];
+    };
+    let took = match (
+        r.started_at.parse::<jiff::Timestamp>(),
+        r.ended_at.as_deref().map(str::parse::<jiff::Timestamp>),
+    ) {
+        (Ok(a), Some(Ok(b))) => {
+            let ms = (b.as_millisecond() - a.as_millisecond()).max(0);
+            format!("{:.1}s", ms as f64 / 1000.0)
+        }
+        _ => String::new(),
+    };
+    vec![
+        s.pipeline.clone(),
+        r.status.clone(),
+        r.started_at.clone(),
+        took,
+        r.records.to_string(),
+        r.rejects.to_string(),
+        table::cell(r.error.as_deref().unwrap_or_default(), 80),
+    ]
+}
+
+/// `pipelines/*.toml` under the working directory, sorted.
+fn default_pipelines() -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let dir = Path::new("pipelines");
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "name the pipeline files, or run from a folder with pipelines/ ({}: {e})",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// Rows as JSON lines (`--output json`), for machines.

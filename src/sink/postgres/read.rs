@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{connect, db_err, qualified, ts};
 use crate::config::PostgresSinkConfig;
 use crate::sink::SinkError;
-use crate::state::{RejectRow, RunRow, StateRow, TablePeek};
+use crate::state::{Claimed, RejectRow, RunRow, StateRow, TablePeek};
 
 /// Mark the pipeline's runs whose process is gone as killed.
 pub async fn close_dead_runs(
@@ -193,4 +193,35 @@ pub async fn rejects(
             record: r.try_get(6).unwrap_or_default(),
         })
         .collect())
+}
+
+/// A shared run in progress: its partitions done, and the others by owner.
+pub async fn partitions(
+    cfg: &PostgresSinkConfig,
+    pipeline: &str,
+) -> Result<(Option<i64>, Vec<Claimed>), SinkError> {
+    let shown = cfg.shown_url();
+    let mut conn = connect(cfg).await?;
+    let rows: Vec<(String, bool, i64, bool)> = sqlx::query_as(
+        "SELECT coalesce(owner, ''), done, count(*), coalesce(bool_or(lease_until < now()), false) \
+         FROM ingest.partitions WHERE pipeline = $1 GROUP BY 1, 2 ORDER BY 2 DESC, 1",
+    )
+    .bind(pipeline)
+    .fetch_all(&mut conn)
+    .await
+    .map_err(db_err(&shown, "cannot read the shared run's partitions"))?;
+    if rows.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let done = rows.iter().filter(|r| r.1).map(|r| r.2).sum();
+    let claims = rows
+        .into_iter()
+        .filter(|r| !r.1)
+        .map(|(owner, _, partitions, expired)| Claimed {
+            owner,
+            partitions,
+            expired,
+        })
+        .collect();
+    Ok((Some(done), claims))
 }

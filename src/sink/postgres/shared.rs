@@ -346,8 +346,10 @@ impl Claims {
             let mut known: HashMap<String, Partition> =
                 walks.into_iter().map(|(p, _)| (p.key.to_string(), p)).collect();
             let keys: Vec<String> = known.keys().cloned().collect();
-            // poll for expired leases a few times per lease
-            let poll = (self.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+            // poll for expired leases, and for the end of the partitions
+            // others hold, a few times a second: a process that waits
+            // learns at once that the run is complete
+            let poll = (self.lease / 4).clamp(Duration::from_millis(50), Duration::from_millis(200));
             loop {
                 match self.claim(&keys).await? {
                     Claim::Got(key, token, resume, before) => {
