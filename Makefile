@@ -13,7 +13,7 @@ build:
 ## throwaway PostgreSQL cluster (scripts/with-postgres.sh: needs Debian's
 ## `postgresql` package, and says so when it is missing).
 test:
-	./scripts/with-postgres.sh $(CARGO) test --workspace --lib --bins --tests
+	./scripts/with-postgres.sh $(CARGO) test --no-fail-fast --workspace --lib --bins --tests
 
 ## Starts the mock API on 127.0.0.1, runs `ingest run pipelines/posts.toml`
 ## against it, shows the table in data/posts.db, stops the mock API.

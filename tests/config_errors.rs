@@ -126,7 +126,7 @@ async fn second_file_wrong_means_nothing_runs() {
     let bad = write(
         dir.path(),
         "bad.toml",
-        &GOOD.replace("kind = \"sqlite\"", "kind = \"postgres\""),
+        &GOOD.replace("kind = \"sqlite\"", "kind = \"duckdb\""),
     );
     let out = ingest(
         dir.path(),
@@ -141,7 +141,7 @@ async fn second_file_wrong_means_nothing_runs() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr.contains(
-            "bad.toml:13:8: sink.kind: unknown value `postgres`; expected one of: sqlite"
+            "bad.toml:13:8: sink.kind: unknown value `duckdb`; expected one of: sqlite, postgres"
         ),
         "{}",
         out.stderr
@@ -221,4 +221,21 @@ async fn five_mistakes_five_errors() {
     for (line, e) in lines.iter().zip(expect) {
         assert!(line.contains(e), "{line} should say {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sink_mistakes_in_one_pass() {
+    let sink = "[sink]\nkind = \"postgres\"\nurl = \"mysql://db/x\"\nschema = \"ingest\"\n\
+                table = \"a_table_name_far_too_long_for_a_staging_table_x\"\nlease = \"100ms\"\n";
+    let text = format!("{}{sink}", GOOD.split("[sink]").next().unwrap_or(""));
+    refused(
+        &text,
+        &[
+            "bad.toml:14:7: sink.url: is not a PostgreSQL URL",
+            "bad.toml:15:10: sink.schema: `ingest` cannot be the data's schema",
+            "bad.toml:16:9: sink.table: is longer than 46 characters",
+            "bad.toml:17:9: sink.lease: must be between 1s and 1h",
+        ],
+    )
+    .await;
 }

@@ -394,3 +394,53 @@ async fn a_stalled_process_whose_claim_was_taken_cannot_commit() {
     assert!(stderr.contains("took this claim over"), "{stderr}");
     assert_backfilled(&url, &api).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_never_shows() {
+    let api = mock(12).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg_database(dir.path()).await;
+    let with_pass =
+        |url: &str| url.replacen("postgres://ingest@", "postgres://ingest:Pa55-w0rd%21x@", 1);
+    let pipeline = |url: &str| {
+        format!(
+            "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n\
+             [source.pagination]\nkind = \"none\"\n\
+             [sink]\nkind = \"postgres\"\nurl = \"{url}\"\ntable = \"posts\"\n"
+        )
+    };
+    // a database that is not there: the error names the server, not the password
+    let missing = with_pass(&url).replace("/t_", "/missing_");
+    let f = write(dir.path(), "missing.toml", &pipeline(&missing));
+    let out = ingest(dir.path(), &api.url(), &["run", f.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+    // a good run, its JSON report, the history
+    let f = write(dir.path(), "p.toml", &pipeline(&with_pass(&url)));
+    let f = f.to_str().unwrap_or("");
+    let run = run_ok(
+        dir.path(),
+        &api.url(),
+        &["run", f, "--output", "json", "-v"],
+    )
+    .await;
+    let runs = run_ok(dir.path(), &api.url(), &["runs", f, "--output", "json"]).await;
+    let show = run_ok(dir.path(), &api.url(), &["show", f]).await;
+    for text in [
+        &out.stderr,
+        &out.stdout,
+        &run.stdout,
+        &run.stderr,
+        &runs.stdout,
+        &show.stdout,
+    ] {
+        assert!(!text.contains("Pa55-w0rd"), "{text}");
+        assert!(!text.contains("Pa55-w0rd!x"), "{text}");
+    }
+    assert!(
+        run.stdout
+            .contains("\"database\":\"postgres://ingest@127.0.0.1"),
+        "{}",
+        run.stdout
+    );
+}

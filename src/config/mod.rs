@@ -235,7 +235,10 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "pipeline".into())
     });
-    let secrets = ctx.secrets.with(source.auth.secrets());
+    let secrets = ctx
+        .secrets
+        .with(source.auth.secrets())
+        .with(raw.sink.secrets());
     let pipeline = Pipeline {
         name,
         description: raw.description,

@@ -61,6 +61,25 @@ impl SinkConfig {
         each_kind!(self, c => &c.columns)
     }
 
+    /// Secret material: a database URL's password (as written and decoded),
+    /// masked wherever text leaves the process, however it got into the file.
+    pub fn secrets(&self) -> Vec<String> {
+        let SinkConfig::Postgres(c) = self else {
+            return Vec::new();
+        };
+        let Some(pass) = url::Url::parse(&c.url)
+            .ok()
+            .and_then(|u| u.password().map(String::from))
+        else {
+            return Vec::new();
+        };
+        let decoded = url::form_urlencoded::parse(format!("p={pass}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        vec![pass, decoded]
+    }
+
     /// Where the data goes, for messages and reports (the database file).
     pub fn location(&self) -> String {
         match self {
