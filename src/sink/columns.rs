@@ -114,6 +114,33 @@ impl Columns {
         self.primary_key.iter().all(|k| self.has(k))
     }
 
+    /// ` ON CONFLICT (primary key) DO UPDATE SET every other column`, the
+    /// upsert both sinks write for merge (SQLite and PostgreSQL spell it alike).
+    pub fn upsert_suffix(&self) -> String {
+        let quote = super::sqlite::quote;
+        let pk: Vec<String> = self.primary_key.iter().map(|k| quote(k)).collect();
+        let sets: Vec<String> = self
+            .list
+            .iter()
+            .filter(|c| {
+                !self
+                    .primary_key
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.name))
+            })
+            .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
+            .collect();
+        if sets.is_empty() {
+            format!(" ON CONFLICT ({}) DO NOTHING", pk.join(", "))
+        } else {
+            format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                pk.join(", "),
+                sets.join(", ")
+            )
+        }
+    }
+
     /// Whether a batch brings a column the table lacks (or the table itself).
     pub fn brings_new(&self, records: &[Value]) -> bool {
         if !self.exists && !self.declared.is_empty() {

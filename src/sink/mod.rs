@@ -281,6 +281,21 @@ pub struct Origin {
     pub url: String,
 }
 
+impl Reject {
+    /// Record number `n` of a batch, which the sink cannot store, with its
+    /// page's partition and URL.
+    pub fn record(origins: &[Origin], n: usize, reason: String, record: &Value) -> Self {
+        let from = Origin::of(origins, n);
+        Self {
+            partition: from.map_or_else(|| "".into(), |o| o.partition.clone()),
+            url: from.map(|o| o.url.clone()),
+            status: None,
+            reason,
+            record: Some(record.clone()),
+        }
+    }
+}
+
 impl Origin {
     /// The page record `n` of a batch came from, given the batch's origins.
     pub fn of(origins: &[Origin], n: usize) -> Option<&Origin> {

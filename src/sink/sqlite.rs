@@ -739,28 +739,7 @@ impl SqliteSink {
         if self.mode != WriteMode::Merge {
             return String::new();
         }
-        let pk: Vec<String> = self.primary_key.iter().map(|k| quote(k)).collect();
-        let sets: Vec<String> = self
-            .cols
-            .list
-            .iter()
-            .filter(|c| {
-                !self
-                    .primary_key
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(&c.name))
-            })
-            .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
-            .collect();
-        if sets.is_empty() {
-            format!(" ON CONFLICT ({}) DO NOTHING", pk.join(", "))
-        } else {
-            format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}",
-                pk.join(", "),
-                sets.join(", ")
-            )
-        }
+        self.cols.upsert_suffix()
     }
 
     /// Records to rows in column order; what cannot be stored is rejected.
@@ -792,14 +771,7 @@ impl SqliteSink {
             };
             if let Err(reason) = stored {
                 flat.truncate(start);
-                let from = Origin::of(origins, n);
-                rejects.push(Reject {
-                    partition: from.map_or_else(|| "".into(), |o| o.partition.clone()),
-                    url: from.map(|o| o.url.clone()),
-                    status: None,
-                    reason,
-                    record: Some(r.clone()),
-                });
+                rejects.push(Reject::record(origins, n, reason, r));
             }
         }
         flat

@@ -55,14 +55,7 @@ pub(super) fn encode(
             }
             Err(reason) => {
                 buf.truncate(start);
-                let from = Origin::of(origins, n);
-                rejects.push(Reject {
-                    partition: from.map_or_else(|| "".into(), |o| o.partition.clone()),
-                    url: from.map(|o| o.url.clone()),
-                    status: None,
-                    reason,
-                    record: Some(r.clone()),
-                });
+                rejects.push(Reject::record(origins, n, reason, r));
             }
         }
     }

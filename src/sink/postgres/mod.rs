@@ -674,7 +674,7 @@ impl Target {
         if merge {
             let sql = format!(
                 "INSERT INTO {table} ({names}) SELECT {names} FROM pg_temp._ingest_batch{}",
-                self.upsert_suffix()
+                self.cols.upsert_suffix()
             );
             sqlx::query(AssertSqlSafe(sql))
                 .execute(&mut *tx)
@@ -685,32 +685,6 @@ impl Target {
                 ))?;
         }
         Ok(())
-    }
-
-    fn upsert_suffix(&self) -> String {
-        let pk: Vec<String> = self.cfg.primary_key.iter().map(|k| quote(k)).collect();
-        let sets: Vec<String> = self
-            .cols
-            .list
-            .iter()
-            .filter(|c| {
-                !self
-                    .cfg
-                    .primary_key
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(&c.name))
-            })
-            .map(|c| format!("{0} = excluded.{0}", quote(&c.name)))
-            .collect();
-        if sets.is_empty() {
-            format!(" ON CONFLICT ({}) DO NOTHING", pk.join(", "))
-        } else {
-            format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}",
-                pk.join(", "),
-                sets.join(", ")
-            )
-        }
     }
 
     /// Each partition's resume point, in one statement.
