@@ -1,7 +1,7 @@
 # ingest: the two commands a new machine needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test demo bench lint fmt mock clean
+.PHONY: all build test demo bench lint fmt mock clean install
 
 all: build
 
@@ -32,6 +32,13 @@ bench:
 ## The mock API on 127.0.0.1:8080 (Ctrl-C stops it), for trying pipelines by hand.
 mock:
 	$(CARGO) run -p ingest-mock -- --port 8080 --posts 1000
+
+## Installs `ingest` into ~/.cargo/bin, its man page and bash completions.
+install:
+	$(CARGO) install --path . --locked
+	mkdir -p $(HOME)/.local/share/man/man1 $(HOME)/.local/share/bash-completion/completions
+	$(HOME)/.cargo/bin/ingest man > $(HOME)/.local/share/man/man1/ingest.1
+	$(HOME)/.cargo/bin/ingest completions bash > $(HOME)/.local/share/bash-completion/completions/ingest
 
 lint:
 	$(CARGO) fmt --all -- --check

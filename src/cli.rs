@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Move records from paginated HTTP APIs into SQLite.
+/// Move records from paginated HTTP APIs into SQLite or PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about, propagate_version = true)]
 pub struct Cli {
@@ -109,6 +109,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print the man page (roff) on stdout (`ingest man > ingest.1`).
+    Man,
     /// Print a completion script for a shell on stdout
     /// (`ingest completions bash > /etc/bash_completion.d/ingest`).
     Completions {

@@ -157,6 +157,55 @@ async fn completions_for_each_shell() {
     }
     let out = ingest(dir.path(), "http://127.0.0.1:9", &["completions", "tcsh"]).await;
     assert_eq!(out.code, 2, "{out:?}");
+    // the bash script loads in bash and registers a completion for `ingest`
+    let out = ingest(dir.path(), "http://127.0.0.1:9", &["completions", "bash"]).await;
+    let script = write(dir.path(), "ingest.bash", &out.stdout);
+    let loaded = std::process::Command::new("bash")
+        .args([
+            "--norc",
+            "-c",
+            &format!("source {} && complete -p ingest", script.display()),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("bash: {e}"));
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(
+        said.contains("complete") && said.trim_end().ends_with(" ingest"),
+        "{said}"
+    );
+}
+
+/// `ingest man` prints a man page that documents every command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn man_page_names_every_command() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = ingest(dir.path(), "http://127.0.0.1:9", &["man"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(".TH ingest 1"), "{}", out.stdout);
+    for command in [
+        "run",
+        "validate",
+        "preview",
+        "state",
+        "runs",
+        "show",
+        "rejects",
+        "status",
+        "completions",
+        "man",
+    ] {
+        let entry = format!("ingest\\-{command}(1)");
+        assert!(
+            out.stdout.contains(&entry),
+            "no {entry} in:\n{}",
+            out.stdout
+        );
+    }
 }
 
 /// `ingest rejects` lists what the sink refused and why, newest first, as a

@@ -67,6 +67,7 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
         } => state::rejects(&pipeline, limit, output).await,
         Command::Status { pipelines, output } => state::status(&pipelines, output).await,
         Command::Completions { shell } => Ok(completions(shell)),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
@@ -75,6 +76,18 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
 }
 
 /// A completion script from the command line's own definitions.
+/// `ingest man`: the man page in roff, from the clap definitions.
+fn man() -> anyhow::Result<i32> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    said(std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        &page,
+    ));
+    Ok(0)
+}
+
 fn completions(shell: crate::cli::Shell) -> i32 {
     use clap::CommandFactory;
     use clap_complete::Shell as S;
