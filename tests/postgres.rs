@@ -457,3 +457,42 @@ async fn the_database_password_never_shows() {
         run.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_the_old_table_or_the_new_one_never_half() {
+    let api = MockApi::start(MockConfig {
+        posts: 60,
+        delay: Duration::from_millis(30),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg_database(dir.path()).await;
+    let p = format!(
+        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n\
+         [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5\n\
+         [sink]\nkind = \"postgres\"\nurl = \"{url}\"\ntable = \"t\"\nwrite = \"replace\"\nbatch_size = 5\n"
+    );
+    let f = write(dir.path(), "p.toml", &p);
+    let f = f.to_str().unwrap_or("").to_string();
+    run_ok(dir.path(), &api.url(), &["run", &f, "-q"]).await;
+    api.update(|d| d.posts = 25);
+    let mut run = spawn_ingest(dir.path(), &api.url(), &["run", &f, "-q"]);
+    // read the live table all through the run: 60 rows until the swap, 25 after
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the run did not end in 30 s");
+        seen.insert(pg_scalar(&url, "SELECT count(*) FROM t").await);
+    }
+    seen.insert(pg_scalar(&url, "SELECT count(*) FROM t").await);
+    assert_eq!(run.wait().await.ok().and_then(|s| s.code()), Some(0));
+    assert!(
+        seen.iter().all(|n| *n == 60 || *n == 25),
+        "a reader saw {seen:?}"
+    );
+    assert!(seen.contains(&60) && seen.contains(&25), "{seen:?}");
+    let want: Vec<Value> = api.dataset().all_posts().collect();
+    assert_eq!(pg_rows(&url, "SELECT * FROM t ORDER BY id").await, want);
+}
