@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// Summary format on standard output.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Write each run's figures to FILE in Prometheus text format (for
+    /// node_exporter's textfile collector), replaced atomically after every run.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
 }
 
 /// When to draw a progress bar.

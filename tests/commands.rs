@@ -321,3 +321,83 @@ async fn status_shows_each_pipelines_last_run_and_fails_on_a_failed_one() {
     assert_eq!(v["last"]["status"], "done");
     assert_eq!(v["last"]["records"], 30);
 }
+
+/// The metric `name` of pipeline `p` in a Prometheus text file, parsed by a
+/// Prometheus text parser.
+fn metric(text: &str, name: &str, p: &str) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("{e}: {text}"));
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("pipeline") == Some(p))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `--metrics FILE`: each run's figures for node_exporter, a failed run
+/// included, the last success kept across a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_for_the_textfile_collector() {
+    let api = mock(25).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let good = "name = \"posts\"\n[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/posts\"\n\
+        [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 10\ntotal = \"header:X-Total-Count\"\n\
+        [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"posts\"\nwrite = \"merge\"\nprimary_key = [\"id\"]\n";
+    let p = write(dir.path(), "p.toml", good);
+    let m = dir.path().join("ingest.prom");
+    let args = [
+        "run",
+        p.to_str().unwrap_or(""),
+        "--metrics",
+        m.to_str().unwrap_or(""),
+        "-q",
+    ];
+    let out = ingest(dir.path(), &api.url(), &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = std::fs::read_to_string(&m).unwrap_or_else(|e| panic!("{e}"));
+    let get = |text: &str, name: &str| metric(text, name, "posts");
+    assert_eq!(get(&text, "ingest_run_records"), Some(25.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_pages"), Some(3.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_requests"), Some(3.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_exit_code"), Some(0.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_success"), Some(1.0), "{text}");
+    assert!(
+        get(&text, "ingest_run_duration_seconds").is_some_and(|s| s > 0.0),
+        "{text}"
+    );
+    let first = get(&text, "ingest_last_success_timestamp_seconds").unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    assert!((now - first).abs() < 120.0, "{first} vs now {now}");
+    // the API goes away: a failed run, the earlier success kept
+    let bad = write(dir.path(), "p.toml", &good.replace("/posts", "/gone"));
+    let args = [
+        "run",
+        bad.to_str().unwrap_or(""),
+        "--metrics",
+        m.to_str().unwrap_or(""),
+        "-q",
+    ];
+    let out = ingest(dir.path(), &api.url(), &args).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let text = std::fs::read_to_string(&m).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(get(&text, "ingest_run_exit_code"), Some(1.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_success"), Some(0.0), "{text}");
+    assert_eq!(get(&text, "ingest_run_records"), Some(0.0), "{text}");
+    assert_eq!(
+        get(&text, "ingest_last_success_timestamp_seconds"),
+        Some(first),
+        "{text}"
+    );
+    // no temporary file is left beside it
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

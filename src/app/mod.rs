@@ -22,6 +22,7 @@ macro_rules! say {
     };
 }
 
+mod metrics;
 mod preview;
 mod run;
 mod show;

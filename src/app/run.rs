@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{config_error, error, load};
+use super::{config_error, error, load, metrics};
 use crate::cli::{Output, ProgressMode, RunArgs};
 use crate::config::Pipeline;
 use crate::error::{Error, HttpError, SinkError};
@@ -32,7 +32,9 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
     if bad {
         return 2;
     }
+    let mut samples = Vec::new();
     for p in &pipelines {
+        let started = Instant::now();
         let bar = progress_for(args.progress, quiet, &p.name);
         let opts = RunOptions {
             full_refresh: args.full_refresh,
@@ -46,6 +48,10 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
         };
         let result = run::run(p, &opts).await;
         bar.finish();
+        if let Some(file) = &args.metrics {
+            samples.push(sample(p, &result, started.elapsed().as_secs_f64()).await);
+            write_metrics(file, &samples);
+        }
         match result {
             Ok(report) => print_report(&report, args.output),
             Err(e) => {
@@ -55,6 +61,50 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
         }
     }
     0
+}
+
+/// The metrics of one run: from its report, or (a run that failed) from
+/// its row in the history.
+async fn sample(p: &Pipeline, result: &Result<RunReport, Error>, seconds: f64) -> metrics::Sample {
+    let history = crate::state::runs(p, 50).await.unwrap_or_default();
+    match result {
+        Ok(r) => metrics::Sample {
+            pipeline: p.name.clone(),
+            exit_code: 0,
+            records: r.records,
+            pages: r.pages,
+            requests: Some(r.requests),
+            retries: r.retries,
+            rejects: r.rejects,
+            seconds: r.seconds,
+            last_success: metrics::last_success(&history),
+        },
+        Err(e) => {
+            // a bad file or a busy pipeline never made a run of its own
+            let mine = !matches!(e, Error::Config(_) | Error::Sink(SinkError::Busy { .. }));
+            let mut s = metrics::Sample::from_history(
+                &p.name,
+                e.exit_code(),
+                seconds,
+                if mine { &history } else { &[] },
+            );
+            s.last_success = metrics::last_success(&history);
+            s
+        }
+    }
+}
+
+/// Write the metrics file; a failure to is said, and changes no exit code.
+fn write_metrics(file: &std::path::Path, samples: &[metrics::Sample]) {
+    let written = metrics::render(samples)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|text| metrics::write_atomically(file, &text));
+    if let Err(e) = written {
+        error(
+            None,
+            &format!("cannot write the metrics to {}: {e}", file.display()),
+        );
+    }
 }
 
 /// A run that ended early: a JSON line under `--output json`, and the
