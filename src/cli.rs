@@ -19,9 +19,23 @@ pub struct Cli {
     /// Log line format (on standard error).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Colour on standard error: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto, global = true)]
+    pub color: ColorMode,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When to colour what goes to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    /// On a terminal, unless `NO_COLOR` is set (<https://no-color.org>).
+    Auto,
+    /// Always, `NO_COLOR` or not.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Log formats.
@@ -46,6 +60,10 @@ pub enum Command {
         /// `--set KEY=VALUE` overrides, as for `run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Read no environment variable: lint files without their secrets
+        /// (values written with `${…}` are not judged).
+        #[arg(long)]
+        no_env: bool,
     },
     /// Fetch the first page, print the records after transforms and the
     /// columns they would make; writes nothing.

@@ -266,7 +266,7 @@ fn walk(
 ) -> (Pages, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<Result<Page, Error>>(CHANNEL_PAGES);
     let source = source.clone();
-    let producer = tokio::spawn(async move {
+    let producer = tokio::spawn(tracing::Instrument::in_current_span(async move {
         // the walks are pulled as room frees up: a shared run claims a
         // partition only when this process can start walking it
         let mut pages = walks
@@ -297,7 +297,7 @@ fn walk(
                 },
             }
         }
-    });
+    }));
     (rx, producer)
 }
 
@@ -313,7 +313,7 @@ fn spawn_writer(
     opts: RunOptions,
 ) -> (mpsc::Sender<Batch>, tokio::task::JoinHandle<Written>) {
     let (wtx, mut wrx) = mpsc::channel::<Batch>(1);
-    let writer = tokio::spawn(async move {
+    let writer = tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut progress = Progress::default();
         // where the writer's time goes: the first sign of which stage a run
         // is waiting on (`-v`)
@@ -339,7 +339,7 @@ fn spawn_writer(
             "writer done"
         );
         (sink, progress, Ok(()))
-    });
+    }));
     (wtx, writer)
 }
 

@@ -401,3 +401,100 @@ async fn metrics_for_the_textfile_collector() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `--color`, `NO_COLOR`, and `--log-format json` for every line on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_colour_and_json_logs() {
+    let api = mock(5).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "p.toml",
+        "name = \"gone\"\n[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/gone\"\n\
+         [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"t\"\n",
+    );
+    let p = p.to_str().unwrap_or("");
+    let red = "\x1b[1;31mingest: error:\x1b[0m gone: ";
+    let always = ingest(dir.path(), &api.url(), &["--color", "always", "run", p]).await;
+    assert_eq!(always.code, 1, "{always:?}");
+    assert!(always.stderr.contains(red), "{:?}", always.stderr);
+    // NO_COLOR wins over auto; never is never
+    for (args, env) in [
+        (vec!["run", p], vec![("NO_COLOR", "1")]),
+        (vec!["--color", "never", "run", p], vec![]),
+    ] {
+        let out = ingest_env(dir.path(), &api.url(), &args, &env).await;
+        assert!(!out.stderr.contains('\x1b'), "{args:?}: {:?}", out.stderr);
+        assert!(
+            out.stderr.contains("ingest: error: gone: "),
+            "{}",
+            out.stderr
+        );
+    }
+    // json: every line parses, the final error included, and the events of
+    // the run carry the pipeline
+    let out = ingest(dir.path(), &api.url(), &["--log-format", "json", "run", p]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = lines.last().cloned().unwrap_or_default();
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert_eq!(last["fields"]["pipeline"], "gone", "{last}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("404"),
+        "{last}"
+    );
+    let events: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("span").is_some()).collect();
+    assert!(!events.is_empty(), "{}", out.stderr);
+    assert!(
+        events.iter().all(|e| e["span"]["pipeline"] == "gone"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `validate --no-env` lints a file whose secrets are not in the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_without_the_environment() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = "[source]\nkind = \"http\"\nbase_url = \"${env:INGEST_TEST_NOT_SET_BASE}\"\npath = \"/posts\"\n\
+        [source.auth]\nkind = \"bearer\"\ntoken = \"${env:INGEST_TEST_NOT_SET_TOKEN}\"\n\
+        [sink]\nkind = \"postgres\"\nurl = \"${env:INGEST_TEST_NOT_SET_DB}\"\ntable = \"t\"\n";
+    let p = write(dir.path(), "p.toml", text);
+    let p = p.to_str().unwrap_or("");
+    let plain = ingest(dir.path(), "http://127.0.0.1:9", &["validate", p]).await;
+    assert_eq!(plain.code, 2, "{plain:?}");
+    assert!(
+        plain.stderr.contains("INGEST_TEST_NOT_SET_TOKEN"),
+        "{}",
+        plain.stderr
+    );
+    let lint = ingest(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &["validate", "--no-env", p],
+    )
+    .await;
+    assert_eq!(lint.code, 0, "{lint:?}");
+    // a real mistake is still one
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &text.replace("table = \"t\"", "table = \"t\"\nwrite = \"upsert\""),
+    );
+    let lint = ingest(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &["validate", "--no-env", bad.to_str().unwrap_or("")],
+    )
+    .await;
+    assert_eq!(lint.code, 2, "{lint:?}");
+    assert!(lint.stderr.contains("sink.write"), "{}", lint.stderr);
+}

@@ -34,6 +34,7 @@ fn every_shipped_pipeline_validates() {
             &LoadOptions {
                 overrides: &[],
                 env: &env,
+                no_env: false,
             },
         ) {
             panic!("{e}");

@@ -44,7 +44,11 @@ pub fn said(r: std::io::Result<()>) {
 pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
     let result = match cli.command {
         Command::Run(args) => return run::run(args, cli.quiet > 0, shutdown).await,
-        Command::Validate { pipelines, set } => validate::validate(&pipelines, &set),
+        Command::Validate {
+            pipelines,
+            set,
+            no_env,
+        } => validate::validate(&pipelines, &set, no_env),
         Command::Preview {
             pipeline,
             set,
@@ -138,12 +142,55 @@ pub fn config_error(e: &ConfigError) {
     }
 }
 
+/// How standard error looks, set once from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Style {
+    /// ANSI colour.
+    color: bool,
+    /// Every line one JSON object (`--log-format json`).
+    json: bool,
+}
+
+static STYLE: std::sync::OnceLock<Style> = std::sync::OnceLock::new();
+
+/// Colour or not: `--color`, then `NO_COLOR`, then whether stderr is a terminal.
+fn use_color(mode: crate::cli::ColorMode) -> bool {
+    use crate::cli::ColorMode;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    match mode {
+        ColorMode::Always => true,
+        ColorMode::Never => false,
+        ColorMode::Auto => {
+            !no_color
+                && std::io::stderr().is_terminal()
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        }
+    }
+}
+
 /// The one error printer: `ingest: error: [PIPELINE: ]MESSAGE`, with any
-/// hint on the lines below.
+/// hint on the lines below; red on a terminal; under `--log-format json`
+/// one JSON line shaped like the log events, the pipeline in its fields.
 pub fn error(pipeline: Option<&str>, message: &str) {
+    let style = STYLE.get().copied().unwrap_or_default();
+    if style.json {
+        let line = serde_json::json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "level": "ERROR",
+            "fields": { "message": message, "pipeline": pipeline },
+            "target": "ingest",
+        });
+        eprintln!("{line}");
+        return;
+    }
+    let head = if style.color {
+        "\x1b[1;31mingest: error:\x1b[0m"
+    } else {
+        "ingest: error:"
+    };
     match pipeline {
-        Some(p) => eprintln!("ingest: error: {p}: {message}"),
-        None => eprintln!("ingest: error: {message}"),
+        Some(p) => eprintln!("{head} {p}: {message}"),
+        None => eprintln!("{head} {message}"),
     }
 }
 
@@ -170,10 +217,15 @@ pub fn init_logging(cli: &Cli) {
         _ => "ingest=trace,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let style = Style {
+        color: use_color(cli.color),
+        json: cli.log_format == LogFormat::Json,
+    };
+    let _ = STYLE.set(style);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(style.color && !style.json)
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),

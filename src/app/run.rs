@@ -46,7 +46,8 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
             on_batch: Some(bar.callback()),
             ..Default::default()
         };
-        let result = run::run(p, &opts).await;
+        let span = tracing::info_span!("run", pipeline = %p.name);
+        let result = tracing::Instrument::instrument(run::run(p, &opts), span).await;
         bar.finish();
         if let Some(file) = &args.metrics {
             samples.push(sample(p, &result, started.elapsed().as_secs_f64()).await);

@@ -1,13 +1,20 @@
-//! `ingest validate`: check files without touching the network.
+//! `ingest validate`: check files without touching the network (and with
+//! `--no-env`, without reading the environment).
 
 use std::path::PathBuf;
 
-use super::{config_error, load};
+use super::config_error;
+use crate::config::{self, LoadOptions};
 
-pub(super) fn validate(paths: &[PathBuf], set: &[String]) -> anyhow::Result<i32> {
+pub(super) fn validate(paths: &[PathBuf], set: &[String], no_env: bool) -> anyhow::Result<i32> {
     let mut bad = 0;
     for path in paths {
-        match load(path, set) {
+        let opts = LoadOptions {
+            overrides: set,
+            no_env,
+            ..Default::default()
+        };
+        match config::load(path, &opts) {
             Ok(p) => say!(
                 "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {}:{})",
                 path.display(),

@@ -150,6 +150,17 @@ pub struct LoadOptions<'a> {
     pub overrides: &'a [String],
     /// Environment lookup (tests pass their own).
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// `validate --no-env`: no variable is read; every `${…}` stands for a
+    /// value that cannot be judged, so no error is reported about a value
+    /// written with one.
+    pub no_env: bool,
+}
+
+/// What every `${…}` gives under `validate --no-env`.
+pub const NO_ENV: &str = "ingest-no-env";
+
+fn no_env(_: &str) -> Option<String> {
+    Some(NO_ENV.to_string())
 }
 
 fn process_env(name: &str) -> Option<String> {
@@ -161,6 +172,7 @@ impl Default for LoadOptions<'_> {
         Self {
             overrides: &[],
             env: &process_env,
+            no_env: false,
         }
     }
 }
@@ -201,6 +213,7 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         secrets: Secrets::default(),
         errors: Default::default(),
         suppressed: Default::default(),
+        no_env: opts.no_env,
     };
     let mut root = DeTable::parse(text)
         .map_err(|e| ctx.at(e.span().unwrap_or(0..0), None, e.message().to_string()))?
@@ -217,7 +230,8 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
         offset += line.len() + 1;
     }
 
-    let (found, missing) = tree::interpolate(&mut root, opts.env);
+    let lookup: &dyn Fn(&str) -> Option<String> = if opts.no_env { &no_env } else { opts.env };
+    let (found, missing) = tree::interpolate(&mut root, lookup);
     ctx.secrets = Secrets::new(found);
     for e in missing {
         // a value left uninterpolated would fail its own checks too
@@ -388,6 +402,8 @@ struct Ctx<'a> {
     /// Keys already reported (and removed or left raw): later checks stay
     /// silent about them and what is under them.
     suppressed: std::cell::RefCell<Vec<String>>,
+    /// `--no-env`: errors about values written with `${…}` are left out.
+    no_env: bool,
 }
 
 impl Ctx<'_> {
@@ -398,6 +414,9 @@ impl Ctx<'_> {
             ConfigError::Invalid(d) => d.key.clone(),
             _ => None,
         };
+        if self.no_env && self.about_env_value(&e) {
+            return;
+        }
         // a key removed for an error leaves its table short of nothing
         // else: a missing key beside it is most likely the same mistake
         let parent = |k: &str| k.rsplit_once('.').map(|(p, _)| p.to_string());
@@ -492,6 +511,17 @@ impl Ctx<'_> {
             source_line,
             width,
         }))
+    }
+
+    /// Whether an error is about a value written with `${…}` (its line holds one).
+    fn about_env_value(&self, e: &ConfigError) -> bool {
+        let ConfigError::Invalid(d) = e else {
+            return false;
+        };
+        self.text
+            .lines()
+            .nth(d.line.saturating_sub(1))
+            .is_some_and(|l| l.contains("${"))
     }
 
     fn tree_err(&self, tree: &DeTable<'_>, e: tree::TreeError) -> ConfigError {

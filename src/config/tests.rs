@@ -46,6 +46,7 @@ fn load_with(text: &str, overrides: &[String]) -> Result<Pipeline, ConfigError> 
         &LoadOptions {
             overrides,
             env: &env,
+            no_env: false,
         },
     )
 }

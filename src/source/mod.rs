@@ -451,12 +451,14 @@ impl Source {
                 // each fetch is a task of its own, so the pages in flight
                 // are read and parsed on every worker, not one; the guard
                 // aborts it when the walk stops early
-                let task = AbortOnDrop(tokio::spawn(async move {
-                    match req.map_err(HttpError::Client) {
-                        Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
-                        Err(e) => Err(e),
-                    }
-                }));
+                let task = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
+                    async move {
+                        match req.map_err(HttpError::Client) {
+                            Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
+                            Err(e) => Err(e),
+                        }
+                    },
+                )));
                 async move {
                     let resp = match task.await {
                         Ok(r) => r,
