@@ -26,6 +26,12 @@ pub struct Plan {
     pub walks: Vec<Walk>,
     /// Partitions resumed from saved state.
     pub resumed: u64,
+    /// Records the resumed walks fetched before.
+    pub resumed_records: u64,
+    /// Partitions an interrupted run completed (not walked again).
+    pub complete: u64,
+    /// Partitions in all: the walks and the complete ones.
+    pub walks_total: u64,
     /// A staged refresh (`--full-refresh`, or finishing one).
     pub refresh: bool,
     /// Nothing saved: a new load.
@@ -73,10 +79,19 @@ pub async fn plan(
                 .map_err(|m| usage(p, format!("source.partition: {m}")))?
         }
     };
+    let total = partitions.len() as u64;
     let (walks, resumed) = match_saved(p, source, partitions, &extra, saved, restartable, refresh)?;
+    let resumed_records = walks
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .map(|r| r.records)
+        .sum();
     Ok(Plan {
+        complete: total - walks.len() as u64,
+        walks_total: total,
         walks,
         resumed,
+        resumed_records,
         refresh,
         fresh,
     })

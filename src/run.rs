@@ -113,6 +113,18 @@ pub struct Progress {
     pub rejects: u64,
     /// Pages fetched (committed or not).
     pub fetched_pages: u64,
+    /// Records the walks have fetched so far, what resumed walks fetched in
+    /// earlier runs included: the count goes on where it stopped.
+    pub walked: u64,
+    /// The records every walk will fetch, once each walk's API has said
+    /// (a total header or field).
+    pub total: Option<u64>,
+    /// Partitions complete, those an interrupted run finished included.
+    pub partitions_done: u64,
+    /// Partitions of the run (0: none).
+    pub partitions: u64,
+    /// `walked` when this run started.
+    pub resumed_records: u64,
 }
 
 /// What a run did.
@@ -181,7 +193,18 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     };
 
     let (rx, producer) = walk(&source, walks, p.source.concurrency, opts.shutdown.clone());
-    let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone());
+    let start = Progress {
+        partitions: if p.source.partition.is_some() {
+            plan.walks_total
+        } else {
+            0
+        },
+        partitions_done: plan.complete,
+        resumed_records: plan.resumed_records,
+        walked: plan.resumed_records,
+        ..Progress::default()
+    };
+    let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone(), start);
     let cursor_field = p.source.incremental.as_ref().map(|i| &i.cursor_field);
     let mut failure = batch(&chain, cursor_field, p.sink.batch_size(), rx, wtx).await;
     producer.abort();
@@ -301,6 +324,31 @@ fn walk(
     (rx, producer)
 }
 
+/// Each walking partition's total as its API last said it.
+struct Totals {
+    said: std::collections::HashMap<Arc<str>, u64>,
+    /// Walks this run makes.
+    need: u64,
+}
+
+impl Totals {
+    /// Note a batch's totals and completed partitions; the run's total is
+    /// known once every partition still to walk has said its own.
+    fn note(&mut self, b: &Batch, progress: &mut Progress) {
+        for (k, r) in &b.states {
+            match r {
+                Some(r) => {
+                    if let Some(t) = r.total {
+                        self.said.insert(k.clone(), t);
+                    }
+                }
+                None => progress.partitions_done += 1,
+            }
+        }
+        progress.total = (self.said.len() as u64 >= self.need).then(|| self.said.values().sum());
+    }
+}
+
 /// What the writer task gives back: the sink, the counters, and how the
 /// writes went.
 type Written = (Sink, Progress, Result<(), Error>);
@@ -311,10 +359,22 @@ fn spawn_writer(
     mut sink: Sink,
     metrics: Arc<SourceMetrics>,
     opts: RunOptions,
+    start: Progress,
 ) -> (mpsc::Sender<Batch>, tokio::task::JoinHandle<Written>) {
     let (wtx, mut wrx) = mpsc::channel::<Batch>(1);
     let writer = tokio::spawn(tracing::Instrument::in_current_span(async move {
-        let mut progress = Progress::default();
+        let mut progress = start;
+        // the display starts where a resumed run's count stands
+        if let Some(f) = &opts.on_batch {
+            f(&progress);
+        }
+        let mut totals = Totals {
+            said: std::collections::HashMap::new(),
+            need: progress
+                .partitions
+                .saturating_sub(progress.partitions_done)
+                .max(1),
+        };
         // where the writer's time goes: the first sign of which stage a run
         // is waiting on (`-v`)
         let (mut busy, mut idle, mut batches) = (Duration::ZERO, Duration::ZERO, 0u64);
@@ -324,6 +384,7 @@ fn spawn_writer(
             idle += mark.elapsed();
             mark = Instant::now();
             batches += 1;
+            totals.note(&b, &mut progress);
             if let Err(e) = commit(&mut sink, b, &mut progress, &metrics, &opts).await {
                 return (sink, progress, Err(e));
             }
@@ -513,6 +574,7 @@ async fn commit(
     progress.records += w.rows;
     progress.rejects += w.rejects;
     progress.fetched_pages = metrics.pages.load(Ordering::Relaxed);
+    progress.walked = progress.resumed_records + metrics.records.load(Ordering::Relaxed);
     if let Some(f) = &opts.on_batch {
         f(progress);
     }

@@ -24,6 +24,7 @@ macro_rules! say {
 
 mod metrics;
 mod preview;
+mod progress;
 mod run;
 mod show;
 mod state;
@@ -153,6 +154,11 @@ struct Style {
 
 static STYLE: std::sync::OnceLock<Style> = std::sync::OnceLock::new();
 
+/// Whether log lines are JSON (`--log-format json`): no bar is drawn then.
+pub(crate) fn json_logs() -> bool {
+    STYLE.get().is_some_and(|s| s.json)
+}
+
 /// Colour or not: `--color`, then `NO_COLOR`, then whether stderr is a terminal.
 fn use_color(mode: crate::cli::ColorMode) -> bool {
     use crate::cli::ColorMode;
@@ -224,7 +230,7 @@ pub fn init_logging(cli: &Cli) {
     let _ = STYLE.set(style);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_ansi(style.color && !style.json)
         .with_target(false);
     match cli.log_format {

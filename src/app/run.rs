@@ -2,14 +2,14 @@
 //! display, and print each run's summary.
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::progress::{Bar, thousands};
 use super::{config_error, error, load, metrics};
 use crate::cli::{Output, ProgressMode, RunArgs};
 use crate::config::Pipeline;
 use crate::error::{Error, HttpError, SinkError};
-use crate::run::{self, Progress, RunOptions, RunReport, Shutdown};
+use crate::run::{self, RunOptions, RunReport, Shutdown};
 
 pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
     let mut overrides = args.set.clone();
@@ -180,51 +180,11 @@ fn print_report(r: &RunReport, output: Output) {
     }
 }
 
-/// Progress: a bar on a terminal, a log line every 10 s elsewhere.
-enum Bar {
-    Drawn(indicatif::ProgressBar),
-    Logged(String),
-    Off,
-}
-
-impl Bar {
-    fn callback(&self) -> run::BatchHook {
-        match self {
-            Bar::Drawn(pb) => {
-                let pb = pb.clone();
-                Arc::new(move |p: &Progress| {
-                    pb.set_position(p.records);
-                    pb.set_message(format!("{} pages, {} rejects", p.pages, p.rejects));
-                })
-            }
-            Bar::Logged(name) => {
-                let name = name.clone();
-                let last = Mutex::new(Instant::now());
-                Arc::new(move |p: &Progress| {
-                    if let Ok(mut t) = last.lock()
-                        && t.elapsed() >= Duration::from_secs(10)
-                    {
-                        *t = Instant::now();
-                        tracing::info!(pipeline = %name, pages = p.pages, records = p.records, rejects = p.rejects, "progress");
-                    }
-                })
-            }
-            Bar::Off => Arc::new(|_: &Progress| {}),
-        }
-    }
-
-    fn finish(&self) {
-        if let Bar::Drawn(pb) = self {
-            pb.finish_and_clear();
-        }
-    }
-}
-
 fn progress_for(mode: ProgressMode, quiet: bool, name: &str) -> Bar {
     let draw = match mode {
         ProgressMode::Always => true,
         ProgressMode::Never => false,
-        ProgressMode::Auto => std::io::stderr().is_terminal() && !quiet,
+        ProgressMode::Auto => std::io::stderr().is_terminal() && !quiet && !super::json_logs(),
     };
     if !draw {
         return if quiet {
@@ -233,26 +193,5 @@ fn progress_for(mode: ProgressMode, quiet: bool, name: &str) -> Bar {
             Bar::Logged(name.to_string())
         };
     }
-    let pb = indicatif::ProgressBar::new_spinner();
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} {prefix}: {pos} records ({per_sec}) {msg} [{elapsed}]",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    pb.set_style(style);
-    pb.set_prefix(name.to_string());
-    pb.enable_steady_tick(Duration::from_millis(120));
-    Bar::Drawn(pb)
-}
-
-/// A count with thousands separators: 2,447.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    Bar::drawn(name, indicatif::ProgressDrawTarget::stderr())
 }
