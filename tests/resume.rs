@@ -323,8 +323,9 @@ async fn state_show_reset_and_expired_cursor() {
     )
     .await;
     assert!(
-        show.stdout
-            .contains("(all): resumes at {\"position\":{\"cursor\":\"expired\"}"),
+        show.stdout.contains(
+            "the walk: resumes at cursor expired; 2 pages and 20 records fetched so far (saved x by run 0)"
+        ),
         "{show:?}"
     );
     // merge: walked again from the start, with a warning; the table is exact

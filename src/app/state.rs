@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::progress::thousands;
 use super::{load, table};
 use crate::cli::{Output, StateAction};
 use crate::{Error, state};
@@ -10,31 +11,29 @@ pub(super) async fn state(action: StateAction) -> anyhow::Result<i32> {
     match action {
         StateAction::Show { pipeline } => {
             let p = load(&pipeline, &[])?;
-            let rows = state::show(&p).await.map_err(Error::from)?;
+            let mut rows = state::show(&p).await.map_err(Error::from)?;
             if rows.is_empty() {
                 say!(
                     "{}: no saved state; the next run starts from the beginning",
                     p.name
                 );
             }
+            rows.sort_by(|a, b| natural(&a.partition, &b.partition));
             for r in rows {
                 let part = if r.partition.is_empty() {
-                    "(all)".to_string()
+                    "the walk".to_string()
                 } else {
-                    r.partition
+                    format!("partition {}", r.partition)
                 };
-                match r.resume {
-                    Some(resume) => say!(
-                        "{part}: resumes at {resume} (saved {} by run {})",
-                        r.updated_at,
-                        r.run_id.unwrap_or(0)
-                    ),
-                    None => say!(
-                        "{part}: complete (saved {} by run {})",
-                        r.updated_at,
-                        r.run_id.unwrap_or(0)
-                    ),
-                }
+                let what = match r.resume {
+                    Some(resume) => in_words(&resume, &p.secrets),
+                    None => "complete; the rerun skips it".into(),
+                };
+                say!(
+                    "{part}: {what} (saved {} by run {})",
+                    r.updated_at,
+                    r.run_id.unwrap_or(0)
+                );
             }
         }
         StateAction::Reset { pipeline } => {
@@ -226,10 +225,82 @@ fn default_pipelines() -> anyhow::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// A saved resume point in words: where the walk goes on, and how far it got.
+fn in_words(text: &str, secrets: &crate::redact::Secrets) -> String {
+    use crate::source::Position;
+    let Ok(r) = serde_json::from_str::<crate::source::Resume>(text) else {
+        return format!("resumes at {}", secrets.redact(text));
+    };
+    let at = match &r.position {
+        Position::Start => "the first page".to_string(),
+        Position::Page(n) => format!("page {n}"),
+        Position::Offset(o) => format!("offset {}", thousands(*o)),
+        Position::Cursor(c) => format!("cursor {}", super::table::cell(&secrets.redact(c), 40)),
+        Position::Url(u) => super::table::cell(&secrets.redact(u), 100),
+    };
+    let pages = match r.pages {
+        1 => "1 page".to_string(),
+        n => format!("{} pages", thousands(n)),
+    };
+    let of = r
+        .total
+        .map(|t| format!(" of the {} the API reported", thousands(t)))
+        .unwrap_or_default();
+    format!(
+        "resumes at {at}; {pages} and {} records{of} fetched so far",
+        thousands(r.records)
+    )
+}
+
+/// Natural order: `p2` before `p10`, digits compared as numbers.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                out.push((b[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let o = match (x, y) {
+            ((true, m), (true, n)) => {
+                let (m, n) = (m.trim_start_matches('0'), n.trim_start_matches('0'));
+                m.len().cmp(&n.len()).then_with(|| m.cmp(n))
+            }
+            ((_, m), (_, n)) => m.cmp(n),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len()).then_with(|| a.cmp(b))
+}
+
 /// Rows as JSON lines (`--output json`), for machines.
 fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<i32> {
     for r in rows {
         say!("{}", serde_json::to_string(r)?);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural;
+
+    #[test]
+    fn partitions_sort_naturally() {
+        let mut v = vec!["user=10", "user=2", "user=1", "", "user=02b", "a9", "a10"];
+        v.sort_by(|a, b| natural(a, b));
+        assert_eq!(
+            v,
+            ["", "a9", "a10", "user=1", "user=2", "user=02b", "user=10"]
+        );
+    }
 }
