@@ -22,3 +22,11 @@ echo "\$ ingest show pipelines/posts.toml"
 echo
 echo "\$ ingest runs pipelines/posts.toml"
 "$bin/ingest" runs pipelines/posts.toml --limit 3
+echo
+echo "Next: run ingest yourself. The binary is $bin/ingest"
+echo "(or use \`cargo run --\` in this folder; \`make install\` puts it on your PATH):"
+echo "  make mock                                                   # the mock API on 127.0.0.1:8080, in another terminal"
+echo "  API_BASE=http://127.0.0.1:8080 $bin/ingest run pipelines/posts.toml pipelines/comments.toml"
+echo "  $bin/ingest status pipelines/*.toml                  # each pipeline's last run"
+echo "  $bin/ingest validate pipelines/examples/*.toml       # one example per pagination kind"
+echo "  $bin/ingest --help                                   # every command; docs/reference.md for the pipeline file"

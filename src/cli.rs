@@ -127,6 +127,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Make one request to URL and write a commented pipeline file with the
+    /// records path and the pagination it detected.
+    Init {
+        /// The API's first page, with its page or offset parameters if it
+        /// uses them (`https://api.example.com/items?page=1&per_page=50`).
+        url: String,
+        /// The file to write (default: NAME.toml, from the URL's path).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the man page (roff) on stdout (`ingest man > ingest.1`).
     Man,
     /// Print a completion script for a shell on stdout

@@ -1,4 +1,4 @@
-//! `ingest`: move records from paginated HTTP APIs into SQLite.
+//! `ingest`: move records from paginated HTTP APIs into SQLite or PostgreSQL.
 //!
 //! A pipeline is a TOML file ([`config`]) with one source, zero or more
 //! transforms and one sink. [`run`] wires them into backpressured streams:
@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod init;
 pub mod ledger;
 pub mod redact;
 pub mod run;

@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 pub use canned::Canned;
 pub use data::Dataset;
-pub use faults::Faults;
+pub use faults::{Faults, RateStyle};
 
 /// How a mock API is started.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@ macro_rules! say {
     };
 }
 
+mod init;
 mod metrics;
 mod preview;
 mod progress;
@@ -74,6 +75,7 @@ pub async fn dispatch(cli: Cli, shutdown: crate::run::Shutdown) -> i32 {
         Command::Status { pipelines, output } => state::status(&pipelines, output).await,
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Man => man(),
+        Command::Init { url, output, force } => init::init(&url, output, force).await,
     };
     match result {
         Ok(code) => code,
