@@ -25,10 +25,12 @@ pub(super) struct Rows {
 }
 
 /// Encode a batch's records; what cannot be stored goes to `rejects`.
+/// `first`: the index in its batch of `records[0]` (a chunk of a batch).
 pub(super) fn encode(
     cols: &Columns,
     merge: bool,
     records: &[Value],
+    first: usize,
     origins: &[Origin],
     rejects: &mut Vec<Reject>,
 ) -> Rows {
@@ -55,7 +57,7 @@ pub(super) fn encode(
             }
             Err(reason) => {
                 buf.truncate(start);
-                rejects.push(Reject::record(origins, n, reason, r));
+                rejects.push(Reject::record(origins, first + n, reason, r));
             }
         }
     }
@@ -160,7 +162,7 @@ fn value(v: &Value, col: &Column, buf: &mut Vec<u8>) -> Result<(), String> {
 fn declared(c: &Value, ty: ColumnType, buf: &mut Vec<u8>) -> Result<(), String> {
     match (ty, c) {
         (ColumnType::Integer, Value::Number(n)) => match n.as_i64() {
-            Some(i) => put(buf, i.to_string().as_bytes()),
+            Some(i) => number(buf, i),
             None => Err(format!("{n} is out of range for a 64-bit integer")),
         },
         (ColumnType::Boolean, Value::Bool(b)) => put(buf, &[if *b { b't' } else { b'f' }]),
@@ -179,7 +181,7 @@ fn inferred(v: &Value, ty: ColumnType, buf: &mut Vec<u8>) -> Result<(), String> 
         (Integer | Real, Value::Bool(b)) if ty == Integer => {
             put(buf, &[if *b { b'1' } else { b'0' }])
         }
-        (Integer, Value::Number(n)) if n.is_i64() => put(buf, n.to_string().as_bytes()),
+        (Integer, Value::Number(n)) if n.is_i64() => number(buf, n),
         (Integer, Value::Number(n)) if n.is_u64() => Err(format!(
             "{n} is beyond the 64-bit range of an integer column"
         )),
@@ -193,7 +195,7 @@ fn inferred(v: &Value, ty: ColumnType, buf: &mut Vec<u8>) -> Result<(), String> 
             _ if n.is_u64() => Err(format!(
                 "{n} cannot be held exactly by a double precision column"
             )),
-            _ => put(buf, n.to_string().as_bytes()),
+            _ => number(buf, n),
         },
         (ColumnType::Timestamp, Value::String(s)) => timestamp(s, buf),
         (ColumnType::Timestamp, other) => Err(format!("{} is not a timestamp", cast::short(other))),
@@ -211,6 +213,14 @@ fn inferred(v: &Value, ty: ColumnType, buf: &mut Vec<u8>) -> Result<(), String> 
         (_, Value::Array(_) | Value::Object(_)) => json(v, buf),
         (_, other) => text(&other.to_string(), buf),
     }
+}
+
+/// A number as text, without an allocation.
+#[allow(clippy::unnecessary_wraps)]
+fn number(buf: &mut Vec<u8>, n: impl std::fmt::Display) -> Result<(), String> {
+    use std::io::Write;
+    let _ = write!(buf, "{n}");
+    Ok(())
 }
 
 /// Append raw cell bytes.
@@ -280,7 +290,7 @@ mod tests {
         let mut cols = Columns::new(&["id".to_string()], &IndexMap::new(), 100);
         cols.evolve(records);
         let mut rejects = Vec::new();
-        let rows = encode(&cols, merge, records, &[], &mut rejects);
+        let rows = encode(&cols, merge, records, 0, &[], &mut rejects);
         let text = String::from_utf8(rows.buf).unwrap_or_default();
         (text, rejects.into_iter().map(|r| r.reason).collect())
     }

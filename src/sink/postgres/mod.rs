@@ -32,6 +32,10 @@ use super::{Batch, Reject, SinkError};
 use crate::config::{ColumnType, PostgresSinkConfig, WriteMode};
 use crate::source::Resume;
 
+/// Records encoded per COPY message when appending: the server parses one
+/// chunk while the next is encoded.
+const COPY_CHUNK: usize = 500;
+
 /// ingest's tables, created when missing.
 const SETUP: &str = include_str!("../../../migrations/postgres/0001_ingest.sql");
 
@@ -528,13 +532,9 @@ impl Target {
         if self.unchecked || self.cols.brings_new(&records) {
             self.evolve(tx, &records).await?;
         }
-        let merge = self.cfg.write == WriteMode::Merge;
-        let rows = copy::encode(&self.cols, merge, &records, &origins, &mut rejects);
-        if rows.count > 0 {
-            self.load(tx, &rows.buf, merge).await?;
-        }
+        let rows = self.load(tx, &records, &origins, &mut rejects).await?;
         let written = Written {
-            rows: rows.count,
+            rows,
             rejects: rejects.len() as u64,
         };
         self.save_states(tx, &states).await?;
@@ -630,60 +630,94 @@ impl Target {
         }
     }
 
-    /// The batch's rows: COPY into the table, or for merge into a temporary
-    /// table and from there one upsert.
+    /// The batch's rows; returns how many went in. Appending streams them
+    /// to COPY a chunk at a time, so the server reads one chunk while the
+    /// next is encoded; merging encodes the whole batch (a key repeated in
+    /// it keeps its last record), copies it into a temporary table and
+    /// upserts from there.
     async fn load(
         &mut self,
         tx: &mut PgConnection,
-        buf: &[u8],
-        merge: bool,
-    ) -> Result<(), SinkError> {
-        let table = qualified(&self.cfg.schema, &self.target);
-        let names: Vec<String> = self.cols.list.iter().map(|c| quote(&c.name)).collect();
-        let names = names.join(", ");
-        let into = if merge {
-            if self.temp_cols != self.cols.list.len() {
-                let sql = format!(
-                    "DROP TABLE IF EXISTS pg_temp._ingest_batch; \
-                     CREATE TEMP TABLE _ingest_batch (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                );
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(
-                        &self.shown,
-                        "cannot create the batch's temporary table",
-                    ))?;
-                self.temp_cols = self.cols.list.len();
+        records: &[Value],
+        origins: &[super::Origin],
+        rejects: &mut Vec<Reject>,
+    ) -> Result<u64, SinkError> {
+        let merge = self.cfg.write == WriteMode::Merge;
+        if merge || self.cols.list.is_empty() || records.is_empty() {
+            let rows = copy::encode(&self.cols, merge, records, 0, origins, rejects);
+            if rows.count > 0 {
+                self.merge(tx, &rows.buf).await?;
             }
-            "pg_temp._ingest_batch".to_string()
-        } else {
-            table.clone()
-        };
+            return Ok(rows.count);
+        }
+        let table = qualified(&self.cfg.schema, &self.target);
         let failed = |e| SinkError::Db {
             path: self.shown.clone(),
             action: format!("cannot copy rows into `{}`", self.cfg.table),
             source: e,
         };
         let mut copy = tx
-            .copy_in_raw(&format!("COPY {into} ({names}) FROM STDIN"))
+            .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", self.names()))
             .await
             .map_err(failed)?;
-        copy.send(buf).await.map_err(failed)?;
+        let mut count = 0;
+        for (i, chunk) in records.chunks(COPY_CHUNK).enumerate() {
+            let rows = copy::encode(&self.cols, false, chunk, i * COPY_CHUNK, origins, rejects);
+            count += rows.count;
+            if !rows.buf.is_empty() {
+                copy.send(rows.buf.as_slice()).await.map_err(failed)?;
+            }
+        }
         copy.finish().await.map_err(failed)?;
-        if merge {
+        Ok(count)
+    }
+
+    /// The quoted column names, in table order.
+    fn names(&self) -> String {
+        let names: Vec<String> = self.cols.list.iter().map(|c| quote(&c.name)).collect();
+        names.join(", ")
+    }
+
+    /// Merge: COPY into a temporary table, then one upsert from it.
+    async fn merge(&mut self, tx: &mut PgConnection, buf: &[u8]) -> Result<(), SinkError> {
+        let table = qualified(&self.cfg.schema, &self.target);
+        let names = self.names();
+        if self.temp_cols != self.cols.list.len() {
             let sql = format!(
-                "INSERT INTO {table} ({names}) SELECT {names} FROM pg_temp._ingest_batch{}",
-                self.cols.upsert_suffix()
+                "DROP TABLE IF EXISTS pg_temp._ingest_batch; \
+                 CREATE TEMP TABLE _ingest_batch (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             );
-            sqlx::query(AssertSqlSafe(sql))
+            sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err(
                     &self.shown,
-                    format!("cannot merge rows into `{}`", self.cfg.table),
+                    "cannot create the batch's temporary table",
                 ))?;
+            self.temp_cols = self.cols.list.len();
         }
+        let failed = |e| SinkError::Db {
+            path: self.shown.clone(),
+            action: format!("cannot copy rows into `{}`", self.cfg.table),
+            source: e,
+        };
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY pg_temp._ingest_batch ({names}) FROM STDIN"))
+            .await
+            .map_err(failed)?;
+        copy.send(buf).await.map_err(failed)?;
+        copy.finish().await.map_err(failed)?;
+        let sql = format!(
+            "INSERT INTO {table} ({names}) SELECT {names} FROM pg_temp._ingest_batch{}",
+            self.cols.upsert_suffix()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(
+                &self.shown,
+                format!("cannot merge rows into `{}`", self.cfg.table),
+            ))?;
         Ok(())
     }
 
