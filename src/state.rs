@@ -279,6 +279,8 @@ pub struct Status {
     pub shared_done: Option<i64>,
     /// Partitions not done, by owner.
     pub shared_claims: Vec<Claimed>,
+    /// Why the sink could not be read (the database is down, say).
+    pub unreadable: Option<String>,
 }
 
 /// The last run of a pipeline (none when its database does not exist yet),
@@ -302,5 +304,6 @@ pub async fn status(p: &Pipeline) -> Result<Status, SinkError> {
         last,
         shared_done,
         shared_claims,
+        unreadable: None,
     })
 }

@@ -275,6 +275,15 @@ async fn status_shows_each_pipelines_last_run_and_fails_on_a_failed_one() {
             .replace("/posts", "/nowhere")
             .replace("out.db", "bad.db"),
     );
+    // a database that cannot be reached does not hide the others
+    write(
+        &dir.path().join("pipelines"),
+        "d_down.toml",
+        &good.replace(
+            "kind = \"sqlite\"\npath = \"out.db\"",
+            "kind = \"postgres\"\nurl = \"postgres://nobody@127.0.0.1:9/db\"",
+        ),
+    );
     let run = |f: &'static str| {
         let dir = dir.path().to_path_buf();
         let api = api.url();
@@ -306,6 +315,11 @@ async fn status_shows_each_pipelines_last_run_and_fails_on_a_failed_one() {
     assert!(row("b_never").contains("never run"), "{}", out.stdout);
     assert!(
         row("c_bad").contains("| failed ") && row("c_bad").contains("404"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        row("d_down").contains("| unknown ") && row("d_down").contains("cannot connect"),
         "{}",
         out.stdout
     );

@@ -131,12 +131,21 @@ pub(super) async fn status(paths: &[std::path::PathBuf], output: Output) -> anyh
     let mut all = Vec::new();
     for path in &paths {
         let p = load(path, &[])?;
-        all.push(state::status(&p).await.map_err(Error::from)?);
+        // one sink that cannot be read does not hide the others
+        let s = state::status(&p).await.unwrap_or_else(|e| state::Status {
+            pipeline: p.name.clone(),
+            last: None,
+            shared_done: None,
+            shared_claims: Vec::new(),
+            unreadable: Some(p.secrets.redact(&e.to_string())),
+        });
+        all.push(s);
     }
     let bad = all.iter().any(|s| {
-        s.last
-            .as_ref()
-            .is_some_and(|r| matches!(r.status.as_str(), "failed" | "killed" | "interrupted"))
+        s.unreadable.is_some()
+            || s.last
+                .as_ref()
+                .is_some_and(|r| matches!(r.status.as_str(), "failed" | "killed" | "interrupted"))
     });
     if output == Output::Json {
         json_lines(&all)?;
@@ -176,6 +185,13 @@ pub(super) async fn status(paths: &[std::path::PathBuf], output: Output) -> anyh
 }
 
 fn status_row(s: &state::Status) -> Vec<String> {
+    if let Some(why) = &s.unreadable {
+        let mut row = vec![String::new(); 7];
+        row[0] = s.pipeline.clone();
+        row[1] = "unknown".into();
+        row[6] = table::cell(why, 80);
+        return row;
+    }
     let Some(r) = &s.last else {
         return vec![
             s.pipeline.clone(),
