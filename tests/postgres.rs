@@ -185,11 +185,17 @@ async fn incremental_marks_move_only_when_the_run_completes() {
     assert_eq!(pg_rows(&url, "SELECT * FROM posts ORDER BY id").await, want);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_read_the_ledger_and_a_second_run_exits_75() {
+/// A slow mock of `posts` posts, a new database, and a page_number walk of
+/// 5-record pages into its table `table` in `write` mode, batch by batch.
+async fn slow_pages(
+    posts: u64,
+    delay_ms: u64,
+    table: &str,
+    write_mode: &str,
+) -> (MockApi, tempfile::TempDir, String, String) {
     let api = MockApi::start(MockConfig {
-        posts: 200,
-        delay: Duration::from_millis(60),
+        posts,
+        delay: Duration::from_millis(delay_ms),
         ..MockConfig::default()
     })
     .await
@@ -199,10 +205,19 @@ async fn commands_read_the_ledger_and_a_second_run_exits_75() {
     let p = format!(
         "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n\
          [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5\n\
-         [sink]\nkind = \"postgres\"\nurl = \"{url}\"\ntable = \"posts\"\nbatch_size = 5\n"
+         [sink]\nkind = \"postgres\"\nurl = \"{url}\"\ntable = \"{table}\"\nwrite = \"{write_mode}\"\nbatch_size = 5\n"
     );
-    let f = write(dir.path(), "p.toml", &p);
-    let f = f.to_str().unwrap_or("");
+    let f = write(dir.path(), "p.toml", &p)
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    (api, dir, url, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_read_the_ledger_and_a_second_run_exits_75() {
+    let (api, dir, url, f) = slow_pages(200, 60, "posts", "append").await;
+    let f = f.as_str();
     let mut first = spawn_ingest(dir.path(), &api.url(), &["run", f, "-q"]);
     let pid = first.id().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -460,22 +475,7 @@ async fn the_database_password_never_shows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sees_the_old_table_or_the_new_one_never_half() {
-    let api = MockApi::start(MockConfig {
-        posts: 60,
-        delay: Duration::from_millis(30),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let url = pg_database(dir.path()).await;
-    let p = format!(
-        "[source]\nkind = \"http\"\nbase_url = \"${{API_BASE}}\"\npath = \"/posts\"\n\
-         [source.pagination]\nkind = \"page_number\"\nparam = \"_page\"\nsize_param = \"_limit\"\nsize = 5\n\
-         [sink]\nkind = \"postgres\"\nurl = \"{url}\"\ntable = \"t\"\nwrite = \"replace\"\nbatch_size = 5\n"
-    );
-    let f = write(dir.path(), "p.toml", &p);
-    let f = f.to_str().unwrap_or("").to_string();
+    let (api, dir, url, f) = slow_pages(60, 30, "t", "replace").await;
     run_ok(dir.path(), &api.url(), &["run", &f, "-q"]).await;
     api.update(|d| d.posts = 25);
     let mut run = spawn_ingest(dir.path(), &api.url(), &["run", &f, "-q"]);
