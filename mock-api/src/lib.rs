@@ -29,6 +29,7 @@
 pub mod canned;
 pub mod data;
 pub mod faults;
+mod graphql;
 pub mod hostile;
 
 use std::collections::{HashMap, VecDeque};
@@ -329,6 +330,7 @@ fn router(shared: S) -> Router {
         .route("/github/posts", get(github))
         .route("/slack/posts", get(slack))
         .route("/hcursor/posts", get(header_cursor))
+        .route("/graphql", axum::routing::post(graphql::graphql))
         .route("/hostile/records", get(hostile_records))
         .route("/hostile/html", get(hostile_html))
         .route("/hostile/envelope", get(hostile_envelope))
@@ -713,7 +715,7 @@ fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-fn read(s: &S) -> std::sync::RwLockReadGuard<'_, Dataset> {
+pub(crate) fn read(s: &S) -> std::sync::RwLockReadGuard<'_, Dataset> {
     s.data.read().unwrap_or_else(|e| e.into_inner())
 }
 

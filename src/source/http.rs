@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
+
+use super::pagination::Request;
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -215,8 +217,10 @@ impl HttpClient {
     }
 
     /// GET/POST `url` (with `body` for POST), retrying per `[source.retry]`.
-    pub async fn fetch(&self, url: &Url, body: Option<&Value>) -> Result<Response, HttpError> {
-        let mut url = url.clone();
+    pub async fn fetch(&self, req: &Request) -> Result<Response, HttpError> {
+        let body = req.body.as_ref();
+        let extra = req.headers.as_slice();
+        let mut url = req.url.clone();
         if let Some((k, v)) = &self.api_key_query {
             if self.trusted(&url) {
                 if !url.query_pairs().any(|(name, _)| name == k.as_str()) {
@@ -239,7 +243,7 @@ impl HttpClient {
                 };
                 tracing::warn!(url = %shown, attempt = n, "{}; retrying {wait}", self.describe(e));
             },
-            |_| self.attempt(&url, body),
+            |_| self.attempt(&url, body, extra),
         )
         .await;
         self.metrics
@@ -280,7 +284,12 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, url: &Url, body: Option<&Value>) -> Result<Response, Attempt> {
+    async fn attempt(
+        &self,
+        url: &Url,
+        body: Option<&Value>,
+        extra: &[(String, String)],
+    ) -> Result<Response, Attempt> {
         let _permit = self
             .permits
             .acquire()
@@ -290,7 +299,7 @@ impl HttpClient {
                 transient: false,
             })?;
         self.pace().await;
-        let (resp, final_url) = self.send(url, body).await?;
+        let (resp, final_url) = self.send(url, body, extra).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         self.observe_limits(&headers);
@@ -350,6 +359,7 @@ impl HttpClient {
         &self,
         url: &Url,
         body: Option<&Value>,
+        extra: &[(String, String)],
     ) -> Result<(reqwest::Response, Url), Attempt> {
         let mut url = url.clone();
         let mut method = self.method.clone();
@@ -363,6 +373,9 @@ impl HttpClient {
                     url = %self.show(&url),
                     "a request goes to another origin than base_url: it is sent without the source's credentials"
                 );
+            }
+            for (k, v) in extra {
+                req = req.header(k.as_str(), v.as_str());
             }
             if let Some(b) = body {
                 req = req.json(b);

@@ -293,11 +293,12 @@ impl Source {
             // pages in a row that failed for good (on_error = "skip")
             let mut failures = 0u32;
             loop {
-                let (url, req_body) = pag.request(&base, body.as_ref(), &pos).map_err(HttpError::Client)?;
+                let req = pag.request(&base, body.as_ref(), &pos).map_err(HttpError::Client)?;
+                let url = req.url.clone();
                 if let Some((what, value)) = this.loop_key(&base, body.as_ref(), &pos) && !seen.insert(value.clone()) {
                     Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
                 }
-                let resp = match this.client.fetch(&url, req_body.as_ref()).await {
+                let resp = match this.client.fetch(&req).await {
                     Err(HttpError::Status { status, .. }) if resuming && refused(status) => {
                         this.restart(&part, &url, status)?;
                         resuming = false;
@@ -375,7 +376,7 @@ impl Source {
                 .paginator
                 .request(base, body, pos)
                 .ok()
-                .map(|(u, _)| ("URL", u.to_string())),
+                .map(|r| ("URL", r.url.to_string())),
             _ => None,
         }
     }
@@ -454,7 +455,7 @@ impl Source {
                 let task = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(
                     async move {
                         match req.map_err(HttpError::Client) {
-                            Ok((url, req_body)) => this.client.fetch(&url, req_body.as_ref()).await,
+                            Ok(req) => this.client.fetch(&req).await,
                             Err(e) => Err(e),
                         }
                     },
@@ -527,6 +528,31 @@ impl Source {
         (page, next)
     }
 
+    /// A GraphQL request (its body has a `query`) whose response carries a
+    /// non-empty top-level `errors` array fails with the first error's
+    /// message: a 200 that is not a page. It is not retried.
+    fn graphql_errors(&self, body: &Value) -> Option<String> {
+        let graphql = self
+            .cfg
+            .body
+            .as_ref()
+            .is_some_and(|b| b.get("query").is_some_and(Value::is_string));
+        let errors = body
+            .get("errors")?
+            .as_array()
+            .filter(|e| graphql && !e.is_empty())?;
+        let first = errors.first()?;
+        let message = first
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| first.to_string(), str::to_string);
+        Some(format!(
+            "the GraphQL response has {} error{}: {message}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        ))
+    }
+
     /// Records out of a response, counters, the next position and the stop
     /// decision.
     fn process(
@@ -537,6 +563,12 @@ impl Source {
         st: &mut Resume,
     ) -> Result<(Page, Option<Position>), HttpError> {
         let shown = self.client.show(&resp.url);
+        if let Some(message) = self.graphql_errors(&resp.body) {
+            return Err(HttpError::Body {
+                url: shown,
+                message: self.client.redact(&message),
+            });
+        }
         let records =
             take_records(&mut resp.body, &self.cfg.records).map_err(|message| HttpError::Body {
                 url: shown.clone(),

@@ -89,10 +89,11 @@ impl Paginator {
         base: &Url,
         body: Option<&Value>,
         pos: &Position,
-    ) -> Result<(Url, Option<Value>), String> {
+    ) -> Result<Request, String> {
         let mut req = Request {
             url: base.clone(),
             body: body.cloned(),
+            headers: Vec::new(),
         };
         match pos {
             Position::Start => {}
@@ -108,7 +109,7 @@ impl Paginator {
                 ));
             }
         }
-        Ok((req.url, req.body))
+        Ok(req)
     }
 
     /// The position after a response, or `None` when the kind says the walk
@@ -254,10 +255,13 @@ mod tests {
         }));
         let base =
             Url::parse("http://h.test/posts?_limit=10&userId=3").unwrap_or_else(|e| panic!("{e}"));
-        let (u, _) = p
+        let r = p
             .request(&base, None, &p.step(&p.initial(), 2))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(u.as_str(), "http://h.test/posts?userId=3&_page=3&_limit=50");
+        assert_eq!(
+            r.url.as_str(),
+            "http://h.test/posts?userId=3&_page=3&_limit=50"
+        );
     }
 
     #[test]
@@ -270,11 +274,48 @@ mod tests {
         }));
         assert_eq!(p.step(&p.initial(), 3), Position::Offset(75));
         let base = Url::parse("http://h.test/search").unwrap_or_else(|e| panic!("{e}"));
-        let (u, b) = p
+        let r = p
             .request(&base, Some(&json!({"q": "x"})), &Position::Offset(25))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(u.as_str(), "http://h.test/search");
-        assert_eq!(b, Some(json!({"q": "x", "offset": 25, "limit": 25})));
+        assert_eq!(r.url.as_str(), "http://h.test/search");
+        assert_eq!(r.body, Some(json!({"q": "x", "offset": 25, "limit": 25})));
+    }
+
+    #[test]
+    fn body_and_header_locations() {
+        let base = Url::parse("http://h.test/graphql").unwrap_or_else(|e| panic!("{e}"));
+        let gql = pag(PaginationKind::Cursor(Cursor {
+            cursor: Location::try_from("data.posts.pageInfo.endCursor".to_string())
+                .unwrap_or_else(|e| panic!("{e}")),
+            param: "body:variables.after".into(),
+        }));
+        let body = json!({"query": "query($after: String) { posts(after: $after) { id } }"});
+        let r = gql
+            .request(&base, Some(&body), &Position::Cursor("42".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // the cursor goes into the variables, as a string even when it looks like a number
+        assert_eq!(
+            r.body.as_ref().and_then(|b| b.pointer("/variables/after")),
+            Some(&json!("42"))
+        );
+        assert_eq!(
+            r.body.as_ref().and_then(|b| b.get("query")),
+            body.get("query")
+        );
+        assert_eq!(r.url.as_str(), "http://h.test/graphql");
+        let hdr = pag(PaginationKind::Cursor(Cursor {
+            cursor: Location::try_from("header:X-Next".to_string())
+                .unwrap_or_else(|e| panic!("{e}")),
+            param: "header:X-Page-Token".into(),
+        }));
+        let r = hdr
+            .request(&base, None, &Position::Cursor("t2".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.headers,
+            vec![("X-Page-Token".to_string(), "t2".to_string())]
+        );
+        assert_eq!(r.url.as_str(), "http://h.test/graphql");
     }
 
     #[test]

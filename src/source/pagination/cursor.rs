@@ -13,7 +13,7 @@ impl Kind for Cursor {
         let Position::Cursor(c) = pos else {
             return false;
         };
-        req.set(&self.param, c.clone());
+        req.set_text(&self.param, c.clone());
         true
     }
 

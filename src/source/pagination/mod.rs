@@ -20,27 +20,72 @@ use super::http::Response;
 use super::paginate::Position;
 use crate::config::pagination::PaginationKind;
 
-/// A request being built: its URL and, for a POST, its JSON body.
+/// A request being built: its URL, for a POST its JSON body, and headers
+/// the walk sets.
+#[derive(Debug, Clone)]
 pub struct Request {
     /// The URL, query included.
     pub url: Url,
     /// The body, for POST.
     pub body: Option<Value>,
+    /// Headers that carry walk values (`header:Name` locations).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Request {
-    /// Send a walk parameter: into a POST's JSON object body when there is
-    /// one (numbers as numbers), else into the query.
-    pub fn set(&mut self, name: &str, value: String) {
+    /// Send a number (a page, an offset, a size) where `location` says.
+    pub fn set(&mut self, location: &str, value: String) {
+        let v = value
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(value));
+        self.put(location, v);
+    }
+
+    /// Send text (a cursor) where `location` says, always as a string.
+    pub fn set_text(&mut self, location: &str, value: String) {
+        self.put(location, Value::String(value));
+    }
+
+    /// `header:Name` sets a header; `body:a.b` sets a field of the JSON
+    /// body (objects made as needed: GraphQL's `body:variables.after`); a
+    /// plain name goes into a POST's JSON object body at the top when there
+    /// is one, else into the query.
+    fn put(&mut self, location: &str, v: Value) {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if let Some(name) = location.strip_prefix("header:") {
+            self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            self.headers.push((name.to_string(), text(&v)));
+            return;
+        }
+        if let Some(path) = location.strip_prefix("body:") {
+            let mut at = self
+                .body
+                .get_or_insert_with(|| Value::Object(Default::default()));
+            let mut parts = path.split('.').peekable();
+            while let Some(part) = parts.next() {
+                if !at.is_object() {
+                    *at = Value::Object(Default::default());
+                }
+                let Value::Object(m) = at else { return };
+                if parts.peek().is_none() {
+                    m.insert(part.to_string(), v);
+                    return;
+                }
+                at = m
+                    .entry(part.to_string())
+                    .or_insert_with(|| Value::Object(Default::default()));
+            }
+            return;
+        }
         match &mut self.body {
             Some(Value::Object(m)) => {
-                let v = value
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or(Value::String(value));
-                m.insert(name.to_string(), v);
+                m.insert(location.to_string(), v);
             }
-            _ => super::paginate::set_param(&mut self.url, name, &value),
+            _ => super::paginate::set_param(&mut self.url, location, &text(&v)),
         }
     }
 }
