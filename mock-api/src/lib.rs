@@ -28,6 +28,7 @@
 
 pub mod canned;
 pub mod data;
+mod ends;
 pub mod faults;
 mod graphql;
 pub mod hostile;
@@ -331,6 +332,8 @@ fn router(shared: S) -> Router {
         .route("/slack/posts", get(slack))
         .route("/hcursor/posts", get(header_cursor))
         .route("/graphql", axum::routing::post(graphql::graphql))
+        .route("/drf/posts", get(ends::drf))
+        .route("/postgrest/posts", get(ends::postgrest))
         .route("/hostile/records", get(hostile_records))
         .route("/hostile/html", get(hostile_html))
         .route("/hostile/envelope", get(hostile_envelope))
@@ -533,7 +536,7 @@ fn rate_headers(r: &mut Response, remaining: usize, reset_secs: u64, style: faul
     }
 }
 
-fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Response> {
+pub(crate) fn num(q: &HashMap<String, String>, key: &str, default: u64) -> Result<u64, Response> {
     match q.get(key) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| {
@@ -711,7 +714,7 @@ fn envelope(fields: Value, key: &str, posts: RawJson) -> Response {
     RawJson(out).into_response()
 }
 
-fn header(v: &str) -> HeaderValue {
+pub(crate) fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 

@@ -60,6 +60,19 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         ));
     }
     let s = &p.source;
+    for &status in &s.pagination.stop_on_status {
+        let ok = (400..600).contains(&status);
+        key(
+            "source.pagination.stop_on_status",
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{status} is not an error status: list 4xx or 5xx statuses, like [404, 416]"
+                ))
+            },
+        );
+    }
     key(
         "source.concurrency",
         within(s.concurrency as u64, 1, MAX_CONCURRENCY as u64),

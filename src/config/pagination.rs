@@ -8,6 +8,7 @@ use super::values::Location;
 
 /// The keys that every kind accepts beside its own.
 pub const COMMON_KEYS: &[&str] = &[
+    "stop_on_status",
     "has_more",
     "total",
     "max_pages",
@@ -36,6 +37,9 @@ pub struct PaginationConfig {
     /// A page shorter than the page size ends the walk (default false, true for `offset`).
     #[serde(default)]
     pub stop_on_short: Option<bool>,
+    /// Statuses that end the walk normally, with no record and no retry.
+    #[serde(default)]
+    pub stop_on_status: Vec<u16>,
 }
 
 impl Default for PaginationConfig {
@@ -47,6 +51,7 @@ impl Default for PaginationConfig {
             max_pages: None,
             stop_on_empty: None,
             stop_on_short: None,
+            stop_on_status: Vec::new(),
         }
     }
 }

@@ -299,6 +299,11 @@ impl Source {
                     Err(HttpError::Loop { url: this.client.show(&url), what, value: this.client.redact(&value) })?;
                 }
                 let resp = match this.client.fetch(&req).await {
+                    Err(HttpError::Status { status, .. }) if pag.stops_on_status(status) => {
+                        tracing::debug!(partition = %part.key, status, "the walk ends on a stop_on_status response");
+                        yield this.done(&part);
+                        return;
+                    }
                     Err(HttpError::Status { status, .. }) if resuming && refused(status) => {
                         this.restart(&part, &url, status)?;
                         resuming = false;
@@ -339,6 +344,9 @@ impl Source {
             let fetches = this.fetch_ahead(base, body, pos, this.remaining(&st));
             futures::pin_mut!(fetches);
             while let Some((p, resp)) = fetches.next().await {
+                if let Err(HttpError::Status { status, .. }) = &resp && this.paginator.stops_on_status(*status) {
+                    break;
+                }
                 let (page, _) = this.outcome(&part, &p, resp, &mut st, &mut failures)?;
                 let stop = page.resume.is_none();
                 yield page;

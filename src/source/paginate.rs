@@ -161,9 +161,17 @@ impl Paginator {
         let loc = self.cfg.total.as_ref()?;
         match locate(loc, resp, records)? {
             Value::Number(n) => n.as_u64(),
+            // `Content-Range: 0-99/2500` or `*/2500` (PostgREST, RFC 9110)
+            Value::String(s) if s.contains('/') => s.rsplit('/').next()?.trim().parse().ok(),
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
+    }
+
+    /// Whether a response with this status ends the walk normally
+    /// (`stop_on_status`: DRF's 404 and PostgREST's 416 past the end).
+    pub fn stops_on_status(&self, status: u16) -> bool {
+        self.cfg.stop_on_status.contains(&status)
     }
 }
 
