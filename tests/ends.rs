@@ -78,3 +78,24 @@ async fn content_range_gives_the_total_and_a_416_ends_the_walk() {
         "the walk never went past the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_size_the_server_fixes_ends_the_walk_at_a_short_page() {
+    let api = mock(137).await;
+    let want: Vec<serde_json::Value> = api.dataset().all_posts().collect();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // `size` without `size_param`: never sent, only known (DRF's default of 10)
+    let text = drf("stop_on_short = true\n")
+        .replace("size_param = \"page_size\"\n", "")
+        .replace("concurrency = 4", "concurrency = 1");
+    let p = write(dir.path(), "fixed.toml", &text);
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(rows(&dir.path().join("out.db"), "posts", "id").await, want);
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 14, "stopped at the short 14th page: {reqs:?}");
+    assert!(
+        reqs.iter().all(|r| r.param("page_size").is_none()),
+        "{reqs:?}"
+    );
+}

@@ -772,13 +772,6 @@ fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         PaginationKind::PageNumber(k) if k.size == Some(0) => {
             ctx.push(ctx.key(tree, "source.pagination.size", "must be at least 1"));
         }
-        PaginationKind::PageNumber(k) if k.size.is_some() && k.size_param.is_none() => {
-            ctx.push(ctx.key(
-                tree,
-                "source.pagination.size",
-                "`size` needs `size_param`, the query parameter that carries it",
-            ));
-        }
         PaginationKind::Offset(k) if k.limit == 0 => {
             ctx.push(ctx.key(tree, "source.pagination.limit", "must be at least 1"));
         }
