@@ -99,3 +99,36 @@ async fn a_page_size_the_server_fixes_ends_the_walk_at_a_short_page() {
         "{reqs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_the_first_page_lacks_is_reported() {
+    let api = mock(37).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "typo.toml",
+        &postgrest("total = \"header:Content-Rang\"\n"),
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr
+            .matches("the first page has no `header:content-rang` (pagination.total)")
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    // spelt right: no such line
+    let p = write(
+        dir.path(),
+        "right.toml",
+        &postgrest("total = \"header:Content-Range\"\n"),
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert!(
+        !out.stderr.contains("the first page has no"),
+        "{}",
+        out.stderr
+    );
+}

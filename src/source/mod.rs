@@ -180,6 +180,8 @@ pub struct Source {
     metrics: Arc<SourceMetrics>,
     restart_expired: bool,
     skip: bool,
+    /// A first page without a configured location was reported once.
+    missing_said: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type PageStream = std::pin::Pin<Box<dyn Stream<Item = Result<Page, HttpError>> + Send>>;
@@ -195,6 +197,7 @@ impl Source {
             metrics,
             restart_expired: false,
             skip: cfg.on_error == crate::config::source::OnError::Skip,
+            missing_said: Arc::default(),
         })
     }
 
@@ -536,6 +539,32 @@ impl Source {
         (page, next)
     }
 
+    /// Report, once per run, the configured locations (total, has_more,
+    /// cursor, next) that the first page does not have: a misspelt
+    /// `meta.totl` would otherwise turn into speculative fetching, and a
+    /// misspelt cursor into a walk of one page, without a word.
+    fn missing_locations(&self, resp: &Response, records: &[Value], url: &str) {
+        let missing: Vec<String> = self
+            .paginator
+            .locations()
+            .into_iter()
+            .filter(|(_, loc)| paginate::locate(loc, resp, records).is_none())
+            .map(|(key, loc)| format!("`{loc}` (pagination.{key})"))
+            .collect();
+        if missing.is_empty()
+            || self
+                .missing_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        tracing::warn!(
+            url = %url,
+            "the first page has no {}: check the location's spelling (a walk without it goes on without a total, or ends after this page)",
+            missing.join(", ")
+        );
+    }
+
     /// A GraphQL request (its body has a `query`) whose response carries a
     /// non-empty top-level `errors` array fails with the first error's
     /// message: a 200 that is not a page. It is not retried.
@@ -585,6 +614,9 @@ impl Source {
         let n = records.len() as u64;
         st.pages += 1;
         st.records += n;
+        if st.pages == 1 {
+            self.missing_locations(&resp, &records, &shown);
+        }
         if st.page_size.is_none() && n > 0 {
             st.page_size = Some(n);
         }

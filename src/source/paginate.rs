@@ -12,7 +12,7 @@ use url::Url;
 
 use super::http::Response;
 use super::pagination::{Kind, Request};
-use crate::config::pagination::PaginationConfig;
+use crate::config::pagination::{PaginationConfig, PaginationKind};
 use crate::config::values::Location;
 
 /// Where a request of a walk points.
@@ -166,6 +166,24 @@ impl Paginator {
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
+    }
+
+    /// The locations a response is read at, with their keys: a first page
+    /// that has none of one is reported.
+    pub fn locations(&self) -> Vec<(&'static str, &Location)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.cfg.total {
+            out.push(("total", t));
+        }
+        if let Some(h) = &self.cfg.has_more {
+            out.push(("has_more", h));
+        }
+        match &self.cfg.kind {
+            PaginationKind::Cursor(c) => out.push(("cursor", &c.cursor)),
+            PaginationKind::NextUrl(n) => out.push(("next", &n.next)),
+            _ => {}
+        }
+        out
     }
 
     /// Whether a response with this status ends the walk normally
