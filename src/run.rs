@@ -586,6 +586,9 @@ async fn commit(
 pub struct Preview {
     /// The (redacted) URL of the first page.
     pub url: String,
+    /// The request of the second page (method, URL, headers, body), as
+    /// the first page says it would be sent; none when it is the last.
+    pub next_request: Option<String>,
     /// Records on the first page, before transforms.
     pub fetched: usize,
     /// Records after transforms.
@@ -603,13 +606,21 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
         ConfigError::Usage(format!("{}: transform[{i}].{k}: {m}", p.file.display()))
     })?;
     let mut cfg = p.source.clone();
-    cfg.pagination.max_pages = Some(1);
+    // one page is fetched: the walk is sequential and polled once, so the
+    // second request is only shown, never sent
+    cfg.pagination.max_pages = Some(2);
     cfg.concurrency = 1;
     let source = Source::new(&cfg, p.secrets.clone())?;
-    let mut pages = source.walk(Partition::default(), None);
+    let part = Partition::default();
+    let mut pages = source.walk(part.clone(), None);
     let page = match pages.next().await {
         Some(r) => r?,
         None => return Err(ConfigError::Usage("the source gave no page".into()).into()),
+    };
+    drop(pages);
+    let next_request = match &page.resume {
+        Some(r) => Some(source.shown_request(&part, &r.position)?),
+        None => None,
     };
     let fetched = page.records.len();
     let mut batch = Batch::default();
@@ -621,6 +632,7 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
         .collect();
     Ok(Preview {
         url,
+        next_request,
         fetched,
         records: batch.records,
         columns,

@@ -47,3 +47,35 @@ async fn graphql_errors_fail_the_page_with_their_message() {
     // not retried: one request
     assert_eq!(api.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_the_cursor_travel_into_the_second_request() {
+    let api = mock(60).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let example = root().join("pipelines/examples/graphql_relay.toml");
+    let out = ingest(
+        dir.path(),
+        &api.url(),
+        &["preview", example.to_str().unwrap_or("")],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let shown = out
+        .stdout
+        .split("the second page would be asked with (not sent):")
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        shown.contains(&format!("POST {}/graphql", api.url())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        shown.contains("\"variables\":{\"after\":\"cG9zdDo25\",\"first\":25}")
+            || shown.contains("\"variables\":{\"first\":25,\"after\":\"cG9zdDo25\"}"),
+        "{}",
+        out.stdout
+    );
+    // shown, not sent
+    assert_eq!(api.requests().len(), 1);
+}

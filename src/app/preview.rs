@@ -35,5 +35,12 @@ pub(super) async fn preview(path: &Path, set: &[String], limit: usize) -> anyhow
     for r in &pv.rejects {
         writeln!(out, "rejected: {r}")?;
     }
+    match &pv.next_request {
+        Some(req) => writeln!(
+            out,
+            "the second page would be asked with (not sent):\n  {req}"
+        )?,
+        None => writeln!(out, "the first page is the last: no second request")?,
+    }
     Ok(0)
 }

@@ -565,6 +565,30 @@ impl Source {
         );
     }
 
+    /// The request a walk of `part` sends at `pos`, shown as text (URL,
+    /// headers the walk sets, JSON body), secrets masked: what `preview`
+    /// prints for the second page.
+    pub fn shown_request(&self, part: &Partition, pos: &Position) -> Result<String, HttpError> {
+        let base = self.base_url(part)?;
+        let body = self.body(part);
+        let req = self
+            .paginator
+            .request(&base, body.as_ref(), pos)
+            .map_err(HttpError::Client)?;
+        let method = match self.cfg.method {
+            crate::config::source::Method::Get => "GET",
+            crate::config::source::Method::Post => "POST",
+        };
+        let mut out = format!("{method} {}", self.client.show(&req.url));
+        for (k, v) in &req.headers {
+            out.push_str(&format!("\n  {k}: {}", self.client.redact(v)));
+        }
+        if let Some(b) = &req.body {
+            out.push_str(&format!("\n  {}", self.client.redact(&b.to_string())));
+        }
+        Ok(out)
+    }
+
     /// A GraphQL request (its body has a `query`) whose response carries a
     /// non-empty top-level `errors` array fails with the first error's
     /// message: a 200 that is not a page. It is not retried.
