@@ -79,3 +79,47 @@ async fn preview_shows_the_cursor_travel_into_the_second_request() {
     // shown, not sent
     assert_eq!(api.requests().len(), 1);
 }
+
+/// `param = "header:Name"`: a page token sent back in a header, not the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_goes_back_in_a_header() {
+    let api = mock(0).await;
+    api.can(
+        "/tok/items",
+        vec![
+            ingest_mock::Canned::json(r#"{"items": [{"id": 1}, {"id": 2}], "next_token": "t-2"}"#),
+            ingest_mock::Canned::json(r#"{"items": [{"id": 3}], "next_token": null}"#),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = write(
+        dir.path(),
+        "tok.toml",
+        "[source]\nkind = \"http\"\nbase_url = \"${API_BASE}\"\npath = \"/tok/items\"\nrecords = \"items\"\n\
+         [source.pagination]\nkind = \"cursor\"\ncursor = \"next_token\"\nparam = \"header:X-Page-Token\"\n\
+         [sink]\nkind = \"sqlite\"\npath = \"out.db\"\ntable = \"items\"\n",
+    );
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&dir.path().join("out.db"), "items", "id").await;
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"id": 1}),
+            serde_json::json!({"id": 2}),
+            serde_json::json!({"id": 3})
+        ]
+    );
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let token = |i: usize| {
+        reqs[i]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-page-token")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(token(0), None);
+    assert_eq!(token(1).as_deref(), Some("t-2"));
+    assert!(reqs.iter().all(|r| r.query.is_empty()), "{reqs:?}");
+}
