@@ -72,7 +72,7 @@ pub async fn plan(
         None => vec![Partition::default()],
         Some(cfg) => {
             let rows = match cfg {
-                PartitionConfig::Query(q) => sink.query_rows(&q.sql).await?,
+                PartitionConfig::Query(q) => query_rows(q, sink, refresh).await?,
                 _ => Vec::new(),
             };
             partition::expand(cfg, &opts.window, rows)
@@ -95,6 +95,42 @@ pub async fn plan(
         refresh,
         fresh,
     })
+}
+
+/// The rows of a `query` partition. With a `mark` column, `{mark}` is the
+/// largest value of it over the last completed run, and the sink is told
+/// the new one, which it keeps when this run completes.
+async fn query_rows(
+    q: &crate::config::source::QueryPartition,
+    sink: &mut Sink,
+    refresh: bool,
+) -> Result<Vec<IndexMap<String, String>>, Error> {
+    let Some(col) = &q.mark else {
+        return Ok(sink.query_rows(&q.sql).await?);
+    };
+    // a refresh walks every parent again
+    let before = if refresh {
+        None
+    } else {
+        sink.partition_mark().await?
+    };
+    let literal = before.as_ref().map_or_else(
+        || "NULL".to_string(),
+        |m| format!("'{}'", m.replace('\'', "''")),
+    );
+    let mut rows = sink.query_rows(&q.sql.replace("{mark}", &literal)).await?;
+    let seen = rows
+        .iter()
+        .filter_map(|r| r.get(col).filter(|v| !v.is_empty()).cloned())
+        .reduce(|a, b| crate::source::incremental::max(Some(a), Some(b)).unwrap_or_default());
+    // the mark column says when a parent changed, not which one it is: it
+    // stays out of the partition's key, so a resumed run finds its walks
+    for r in &mut rows {
+        r.shift_remove(col);
+    }
+    tracing::info!(mark = ?before, parents = rows.len(), "walking the parents changed since the last completed run");
+    sink.set_partition_mark(crate::source::incremental::max(before, seen));
+    Ok(rows)
 }
 
 /// The incremental parameters of every request: `--since`, or the mark

@@ -268,3 +268,71 @@ async fn overlapping_run_is_refused_and_touches_nothing() {
     assert_eq!(scalar(&db, "SELECT count(*) FROM _ingest_runs").await, 1);
     assert_posts(&db, "posts", &api).await;
 }
+
+/// A nightly child run walks only the parents that changed since its own last
+/// completed run (`mark` on the `query` partition), not all of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_walks_only_the_parents_that_changed() {
+    let api = mock(30).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("blog.db");
+    let set = format!("sink.path={}", db.display());
+    let posts = root().join("pipelines/posts.toml");
+    let comments = root().join("pipelines/comments.toml");
+    let run = |f: &std::path::Path| {
+        let (dir, api, set, f) = (
+            dir.path().to_path_buf(),
+            api.url(),
+            set.clone(),
+            f.to_path_buf(),
+        );
+        async move {
+            let out = ingest(
+                &dir,
+                &api,
+                &["run", f.to_str().unwrap_or(""), "--set", &set, "-q"],
+            )
+            .await;
+            assert_eq!(out.code, 0, "{out:?}");
+        }
+    };
+    let walked = |api: &ingest_mock::MockApi| -> std::collections::BTreeSet<u64> {
+        api.requests()
+            .iter()
+            .filter_map(|r| {
+                r.path
+                    .strip_prefix("/posts/")?
+                    .strip_suffix("/comments")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    run(&posts).await;
+    run(&comments).await;
+    assert_eq!(walked(&api).len(), 30);
+    // nothing changed: the next night walks no parent at all
+    api.clear_requests();
+    run(&comments).await;
+    assert!(walked(&api).is_empty(), "{:?}", walked(&api));
+    // post 7 is revised and posts 31 and 32 appear
+    api.update(|d| {
+        d.revise(7);
+        d.grow(2);
+    });
+    run(&posts).await;
+    api.clear_requests();
+    run(&comments).await;
+    assert_eq!(walked(&api), [7, 31, 32].into_iter().collect());
+    let data = api.dataset();
+    let ids: Vec<i64> = rows(&db, "comments", "id")
+        .await
+        .iter()
+        .filter_map(|c| c["id"].as_i64())
+        .collect();
+    let want: Vec<i64> = (1..=32)
+        .flat_map(|p| data.comments_of(p))
+        .filter_map(|c| c["id"].as_i64())
+        .collect();
+    assert_eq!(ids, want);
+}

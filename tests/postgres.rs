@@ -116,6 +116,15 @@ async fn posts_then_comments_through_a_query_partition() {
         out.stderr
     );
     run_ok(dir.path(), &api.url(), &["run", &posts, &comments, "-q"]).await;
+    // the partition mark is kept: a second night walks no parent again
+    api.clear_requests();
+    run_ok(dir.path(), &api.url(), &["run", &comments, "-q"]).await;
+    let again = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/comments"))
+        .count();
+    assert_eq!(again, 0, "{:?}", api.requests());
     let got = pg_rows(&url, "SELECT id, post_id, email FROM comments ORDER BY id").await;
     let data = api.dataset();
     let want: Vec<(Value, Value, Value)> = (1..=23)

@@ -868,6 +868,12 @@ fn check_partition(
                 return Err(("start_param", "set `start_param`/`end_param`, or use `{start}`/`{end}` in the path, params or body".into()));
             }
         }
+        P::Query(q) if q.mark.is_some() && !q.sql.contains("{mark}") => {
+            return Err((
+                "sql",
+                "`mark` is set but the query does not use `{mark}`: write `WHERE {mark} IS NULL OR updated_at > {mark}`".into(),
+            ));
+        }
         P::Query(q) => {
             let lower = q.sql.trim_start().to_ascii_lowercase();
             if !(lower.starts_with("select") || lower.starts_with("with")) {

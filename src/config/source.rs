@@ -316,6 +316,12 @@ fn now() -> String {
 pub struct QueryPartition {
     /// A SELECT on the sink database.
     pub sql: String,
+    /// A column of the query's rows that says when each row changed (the
+    /// parent's `updated_at`): `{mark}` in `sql` is its largest value over
+    /// this pipeline's last completed run (a SQL literal, or `NULL` before
+    /// the first), so a child walks only the parents that changed since.
+    #[serde(default)]
+    pub mark: Option<String>,
 }
 
 /// What a page that fails for good does.

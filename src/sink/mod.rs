@@ -28,6 +28,11 @@ use crate::source::Resume;
 use postgres::PgSink;
 use sqlite::{Marks, SqliteSink, Written};
 
+/// The key in the marks table of a pipeline's partition mark.
+pub(crate) fn partition_mark_key(pipeline: &str) -> String {
+    format!("{pipeline}#partitions")
+}
+
 /// A saved resume point as a sink stores it: `None` when that partition's
 /// walk is complete; skipped (with a warning) when it does not parse, so
 /// that partition starts over.
@@ -205,6 +210,17 @@ impl Sink {
     /// The incremental mark and a pending one.
     pub async fn load_marks(&mut self, cursor_field: &str) -> Result<Marks, SinkError> {
         each!(self, s => s.load_marks(cursor_field).await)
+    }
+
+    /// The mark of a `query` partition's `mark` column, as the last
+    /// completed run left it.
+    pub async fn partition_mark(&mut self) -> Result<Option<String>, SinkError> {
+        each!(self, s => s.partition_mark().await)
+    }
+
+    /// The partition mark this run moves to when it completes.
+    pub fn set_partition_mark(&mut self, mark: Option<String>) {
+        each!(self, s => s.set_partition_mark(mark))
     }
 
     /// The rows of a `query` partition, every value as text.

@@ -178,6 +178,8 @@ pub struct SqliteSink {
     cols: Columns,
     run_id: i64,
     marks: Option<Marks>,
+    /// A `query` partition's mark, moved when the run completes.
+    partition_mark: Option<String>,
     checkpointer: Checkpointer,
 }
 
@@ -317,6 +319,7 @@ impl SqliteSink {
             cols: Columns::new(&cfg.primary_key, &cfg.columns, MAX_COLUMNS),
             run_id: 0,
             marks: None,
+            partition_mark: None,
         })
     }
 
@@ -341,6 +344,21 @@ impl SqliteSink {
         };
         self.marks = Some(marks.clone());
         Ok(marks)
+    }
+
+    /// The `query` partition's mark the last completed run left.
+    pub async fn partition_mark(&mut self) -> Result<Option<String>, SinkError> {
+        let row = sqlx::query("SELECT value FROM _ingest_marks WHERE pipeline = ?")
+            .bind(super::partition_mark_key(&self.pipeline))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(db_err(&self.path, "cannot read the partition mark"))?;
+        Ok(row.and_then(|r| r.try_get(0).ok()).flatten())
+    }
+
+    /// The partition mark this run moves to when it completes.
+    pub fn set_partition_mark(&mut self, mark: Option<String>) {
+        self.partition_mark = mark;
     }
 
     /// Run a partition query on this database; every value as text.
@@ -890,6 +908,14 @@ impl SqliteSink {
             }
             stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
             stmts.push("DELETE FROM _ingest_refresh WHERE pipeline = ?1".into());
+            if let Some(v) = &self.partition_mark {
+                stmts.push(format!(
+                    "INSERT INTO _ingest_marks (pipeline, cursor_field, value, pending, updated_at) VALUES ({}, 'partition', {}, NULL, {NOW}) \
+                     ON CONFLICT (pipeline) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    sql_string(&super::partition_mark_key(&self.pipeline)),
+                    sql_string(v)
+                ));
+            }
             if let Some(m) = &self.marks {
                 let value = crate::source::incremental::max(m.value.clone(), m.pending.clone());
                 if let Some(v) = value {

@@ -183,6 +183,8 @@ struct Target {
     cols: Columns,
     run_id: i64,
     marks: Option<Marks>,
+    /// A `query` partition's mark, moved when the run completes.
+    partition_mark: Option<String>,
     /// Columns of the merge batch's temporary table (0: none yet).
     temp_cols: usize,
     /// Until the first batch of a run: look at the table again in that
@@ -219,6 +221,7 @@ impl PgSink {
                 cols: Columns::new(&cfg.primary_key, &cfg.columns, MAX_COLUMNS),
                 run_id: 0,
                 marks: None,
+                partition_mark: None,
                 temp_cols: 0,
                 unchecked: true,
                 shared,
@@ -242,6 +245,22 @@ impl PgSink {
         };
         self.t.marks = Some(marks.clone());
         Ok(marks)
+    }
+
+    /// The `query` partition's mark the last completed run left.
+    pub async fn partition_mark(&mut self) -> Result<Option<String>, SinkError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT value FROM ingest.marks WHERE pipeline = $1")
+                .bind(super::partition_mark_key(&self.t.pipeline))
+                .fetch_optional(&mut self.conn)
+                .await
+                .map_err(db_err(&self.t.shown, "cannot read the partition mark"))?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// The partition mark this run moves to when it completes.
+    pub fn set_partition_mark(&mut self, mark: Option<String>) {
+        self.t.partition_mark = mark;
     }
 
     /// Run a partition query on this database; every value as text.
@@ -845,6 +864,17 @@ impl Target {
                     &self.shown,
                     format!("cannot finish the run ({sql})"),
                 ))?;
+        }
+        if let Some(v) = &self.partition_mark {
+            sqlx::query(
+                "INSERT INTO ingest.marks (pipeline, cursor_field, value, updated_at) VALUES ($1, 'partition', $2, now()) \
+                 ON CONFLICT (pipeline) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(super::partition_mark_key(&self.pipeline))
+            .bind(v)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(&self.shown, "cannot move the partition mark"))?;
         }
         if self.marks.is_some() {
             let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
