@@ -8,6 +8,9 @@
 //! - the write-only floor: the same rows through the same sink, no HTTP;
 //! - 20 ms added to every response (100k records, concurrency 16) beside the
 //!   ideal pages × 20 ms / 16;
+//! - `concurrency = "auto"` on the 20 ms run beside fixed 16 and 32, and
+//!   under the mock's rate limit (200 requests/s), with the Retry-After
+//!   violations the mock counted;
 //! - PostgreSQL (`make bench` starts a throwaway cluster, fsync on): the
 //!   Postgres sink end to end beside a COPY-only floor (the same rows as
 //!   COPY text, in transactions of the same size, straight to the server);
@@ -291,9 +294,11 @@ fn main() {
         .unwrap_or(1_000_000);
     let r = measure(n);
     report(n, &r);
+    auto::bench();
     pg::bench();
 }
 
+mod auto;
 mod pg;
 
 /// Every run of the bench, measured.

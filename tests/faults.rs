@@ -421,3 +421,54 @@ async fn secrets_appear_nowhere() {
         );
     }
 }
+
+/// `concurrency = "auto"` on a fast API grows to its cap, and never past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_concurrency_grows_to_the_cap() {
+    let api = MockApi::start(MockConfig {
+        posts: 600,
+        delay: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = PAGED
+        .replace("CONC", "\"auto\"\nmax_concurrency = 8")
+        .replace("RATE", "");
+    let p = write(dir.path(), "p.toml", &text);
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+    let peak = api.peak_in_flight();
+    assert!((6..=8).contains(&peak), "peak in flight {peak}, cap 8");
+}
+
+/// Under the server's rate limit, "auto" backs off on the 429s and honours
+/// every Retry-After: the table is exact and no retry came back early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_concurrency_backs_off_under_a_rate_limit() {
+    let api = api_with(
+        400,
+        Faults {
+            max_rps: Some(25),
+            ..Faults::default()
+        },
+        42,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = PAGED
+        .replace("CONC", "\"auto\"")
+        .replace("RATE", "")
+        .replace("initial_delay = \"10ms\"", "max_attempts = 20");
+    let p = write(dir.path(), "p.toml", &text);
+    let out = ingest(dir.path(), &api.url(), &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&dir.path().join("out.db"), "posts", &api).await;
+    assert_eq!(
+        api.early_retries(),
+        0,
+        "a retry came back before its Retry-After"
+    );
+}

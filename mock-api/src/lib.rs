@@ -333,6 +333,7 @@ fn router(shared: S) -> Router {
         .route("/hcursor/posts", get(header_cursor))
         .route("/graphql", axum::routing::post(graphql::graphql))
         .route("/drf/posts", get(ends::drf))
+        .route("/_mock/stats", get(stats))
         .route("/postgrest/posts", get(ends::postgrest))
         .route("/hostile/records", get(hostile_records))
         .route("/hostile/html", get(hostile_html))
@@ -716,6 +717,16 @@ fn envelope(fields: Value, key: &str, posts: RawJson) -> Response {
 
 pub(crate) fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `GET /_mock/stats`: the counters a bench in another process reads.
+async fn stats(State(s): State<S>) -> Response {
+    axum::Json(json!({
+        "early_retries": s.early.load(Ordering::SeqCst),
+        "rate_limited": s.rate_limited.load(Ordering::SeqCst),
+        "peak_in_flight": s.peak_in_flight.load(Ordering::SeqCst),
+    }))
+    .into_response()
 }
 
 pub(crate) fn read(s: &S) -> std::sync::RwLockReadGuard<'_, Dataset> {

@@ -243,7 +243,11 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
     let original = root.clone();
     let mut raw = deserialize(&ctx, root, &original)?;
     resolve_paths(&mut raw.sink, path);
-    let SourceConfig::Http(source) = raw.source;
+    let SourceConfig::Http(mut source) = raw.source;
+    if source.concurrency == values::AUTO_CONCURRENCY {
+        source.auto_concurrency = true;
+        source.concurrency = source.max_concurrency.unwrap_or(32);
+    }
     let name = raw.name.unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

@@ -51,9 +51,19 @@ pub struct HttpSourceConfig {
     /// Per request.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Requests in flight for this source, at most.
-    #[serde(default = "default_concurrency")]
+    /// Requests in flight for this source, at most: a number, or "auto"
+    /// (then `max_concurrency` is the most).
+    #[serde(
+        default = "default_concurrency",
+        deserialize_with = "super::values::concurrency"
+    )]
     pub concurrency: usize,
+    /// With `concurrency = "auto"`, the most requests in flight (default 32).
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// `concurrency = "auto"`: the limit adapts (set by the loader).
+    #[serde(skip)]
+    pub auto_concurrency: bool,
     /// Requests per second or minute across all concurrent requests.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,

@@ -213,6 +213,35 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// What `concurrency = "auto"` reads as until the loader resolves it.
+pub const AUTO_CONCURRENCY: usize = usize::MAX;
+
+/// `concurrency`: a number of requests, or `"auto"`.
+pub fn concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number of requests, or \"auto\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<usize, E> {
+            match v {
+                "auto" => Ok(AUTO_CONCURRENCY),
+                other => Err(E::invalid_type(serde::de::Unexpected::Str(other), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use super::pagination::Request;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use super::adaptive;
 use super::retry::{self, Transient};
 use super::{HttpError, SourceMetrics};
 use crate::config::HttpSourceConfig;
@@ -51,6 +52,8 @@ pub struct HttpClient {
     retry: RetryConfig,
     secrets: Secrets,
     permits: Arc<Semaphore>,
+    /// `concurrency = "auto"`: the limit that adapts (else `permits`).
+    adaptive: Option<adaptive::Adaptive>,
     api_key_query: Option<(String, String)>,
     metrics: Arc<SourceMetrics>,
     limiter: Option<governor::DefaultDirectRateLimiter>,
@@ -130,6 +133,9 @@ impl HttpClient {
             retry: cfg.retry.clone(),
             secrets,
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            adaptive: cfg
+                .auto_concurrency
+                .then(|| adaptive::Adaptive::new(cfg.concurrency)),
             api_key_query,
             metrics,
             limiter: cfg.rate_limit.and_then(|r| {
@@ -284,20 +290,45 @@ impl HttpClient {
         }
     }
 
+    /// One attempt, within the source's limit of requests in flight: a
+    /// fixed one, or (`concurrency = "auto"`) one that each attempt's end
+    /// moves.
     async fn attempt(
         &self,
         url: &Url,
         body: Option<&Value>,
         extra: &[(String, String)],
     ) -> Result<Response, Attempt> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Attempt::Transport {
-                message: "the source is shutting down".into(),
-                transient: false,
-            })?;
+        let closed = || Attempt::Transport {
+            message: "the source is shutting down".into(),
+            transient: false,
+        };
+        let Some(auto) = &self.adaptive else {
+            let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+            return self.attempt_within(url, body, extra).await;
+        };
+        let permit = auto.acquire().await.ok_or_else(closed)?;
+        let started = Instant::now();
+        let result = self.attempt_within(url, body, extra).await;
+        let signal = match &result {
+            Err(Attempt::Status {
+                status: 429 | 503, ..
+            }) => adaptive::Signal::Overloaded,
+            Err(Attempt::Transport {
+                transient: true, ..
+            }) => adaptive::Signal::Overloaded,
+            _ => adaptive::Signal::Fine(started.elapsed()),
+        };
+        auto.release(permit, signal);
+        result
+    }
+
+    async fn attempt_within(
+        &self,
+        url: &Url,
+        body: Option<&Value>,
+        extra: &[(String, String)],
+    ) -> Result<Response, Attempt> {
         self.pace().await;
         let (resp, final_url) = self.send(url, body, extra).await?;
         let status = resp.status();

@@ -8,6 +8,7 @@
 //! yield them in order; the others fetch one page at a time, overlapping with
 //! the writes downstream through the bounded channel.
 
+pub mod adaptive;
 pub mod http;
 pub mod incremental;
 pub mod json;
