@@ -13,8 +13,10 @@ fn with(base: &str, concurrency: &str, db: &Path) -> String {
         .replace("concurrency = 16", &format!("concurrency = {concurrency}"))
 }
 
-/// What the mock counted.
+/// What the mock counted (read after its rate window has passed, so the
+/// question is not itself refused with a 429).
 fn stats(base: &str) -> serde_json::Value {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let url = format!("{base}/_mock/stats");
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
