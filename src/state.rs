@@ -77,7 +77,7 @@ pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
 }
 
 /// One row of the run history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRow {
     /// Run id.
     pub id: i64,
@@ -105,7 +105,7 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
         return pg::runs(c, &p.name, limit).await;
     }
     let mut conn = open_existing(sqlite_path(p)).await?;
-    let rows = sqlx::query(
+    let mut rows: Vec<RunRow> = sqlx::query_as(
         "SELECT id, started_at, ended_at, status, pages, records, retries, rejects, error \
          FROM _ingest_runs WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
     )
@@ -116,27 +116,12 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
     .map_err(db(p, "cannot read the run history"))?;
     // a run still marked running whose process is gone (the lock is free)
     // was killed; the next run records that, this shows it now
-    let dead = rows
-        .iter()
-        .any(|r| r.try_get::<String, _>(3).is_ok_and(|s| s == "running"))
+    let dead = rows.iter().any(|r| r.status == "running")
         && crate::sink::lock(&p.sink, &p.name).await.is_ok();
-    Ok(rows
-        .iter()
-        .map(|r| RunRow {
-            id: r.try_get(0).unwrap_or_default(),
-            started_at: r.try_get(1).unwrap_or_default(),
-            ended_at: r.try_get(2).unwrap_or_default(),
-            status: match r.try_get::<String, _>(3).unwrap_or_default() {
-                s if s == "running" && dead => "killed".into(),
-                s => s,
-            },
-            pages: r.try_get(4).unwrap_or_default(),
-            records: r.try_get(5).unwrap_or_default(),
-            retries: r.try_get(6).unwrap_or_default(),
-            rejects: r.try_get(7).unwrap_or_default(),
-            error: r.try_get(8).unwrap_or_default(),
-        })
-        .collect())
+    for r in rows.iter_mut().filter(|r| dead && r.status == "running") {
+        r.status = "killed".into();
+    }
+    Ok(rows)
 }
 
 /// The sink table's row count, column names and first rows (as JSON objects).
@@ -210,7 +195,7 @@ pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
 }
 
 /// One reject.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RejectRow {
     /// When (UTC).
     pub created_at: String,
@@ -234,7 +219,7 @@ pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkErr
         return pg::rejects(c, &p.name, limit).await;
     }
     let mut conn = open_existing(sqlite_path(p)).await?;
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT created_at, run_id, partition, url, status, reason, record \
          FROM _ingest_rejects WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
     )
@@ -242,19 +227,7 @@ pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkErr
     .bind(i64::from(limit))
     .fetch_all(&mut conn)
     .await
-    .map_err(db(p, "cannot read the rejects"))?;
-    Ok(rows
-        .iter()
-        .map(|r| RejectRow {
-            created_at: r.try_get(0).unwrap_or_default(),
-            run_id: r.try_get(1).unwrap_or_default(),
-            partition: r.try_get(2).unwrap_or_default(),
-            url: r.try_get(3).unwrap_or_default(),
-            status: r.try_get(4).unwrap_or_default(),
-            reason: r.try_get(5).unwrap_or_default(),
-            record: r.try_get(6).unwrap_or_default(),
-        })
-        .collect())
+    .map_err(db(p, "cannot read the rejects"))
 }
 
 /// A shared run's partitions held by one owner (or none: waiting).

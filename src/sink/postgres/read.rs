@@ -4,8 +4,8 @@
 //! (`backend_pid`) is gone from `pg_stat_activity`, on whatever machine
 //! the run was.
 
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Row};
 
 use super::{connect, db_err, qualified, ts};
 use crate::config::PostgresSinkConfig;
@@ -91,33 +91,19 @@ pub async fn runs(
     let shown = cfg.shown_url();
     let mut conn = connect(cfg).await?;
     let sql = format!(
-        "SELECT r.id, {}, {}, CASE WHEN r.status = 'running' AND NOT EXISTS \
-           (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid) THEN 'killed' ELSE r.status END, \
+        "SELECT r.id, {} AS started_at, {} AS ended_at, CASE WHEN r.status = 'running' AND NOT EXISTS \
+           (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid) THEN 'killed' ELSE r.status END AS status, \
          r.pages, r.records, r.retries, r.rejects, r.error \
          FROM ingest.runs r WHERE r.pipeline = $1 ORDER BY r.id DESC LIMIT $2",
         ts("r.started_at"),
         ts("r.ended_at")
     );
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    sqlx::query_as(AssertSqlSafe(sql))
         .bind(pipeline)
         .bind(i64::from(limit))
         .fetch_all(&mut conn)
         .await
-        .map_err(db_err(&shown, "cannot read the run history"))?;
-    Ok(rows
-        .iter()
-        .map(|r| RunRow {
-            id: r.try_get(0).unwrap_or_default(),
-            started_at: r.try_get(1).unwrap_or_default(),
-            ended_at: r.try_get(2).unwrap_or_default(),
-            status: r.try_get(3).unwrap_or_default(),
-            pages: r.try_get(4).unwrap_or_default(),
-            records: r.try_get(5).unwrap_or_default(),
-            retries: r.try_get(6).unwrap_or_default(),
-            rejects: r.try_get(7).unwrap_or_default(),
-            error: r.try_get(8).unwrap_or_default(),
-        })
-        .collect())
+        .map_err(db_err(&shown, "cannot read the run history"))
 }
 
 /// The table's row count, columns and first rows.
@@ -171,28 +157,16 @@ pub async fn rejects(
     let shown = cfg.shown_url();
     let mut conn = connect(cfg).await?;
     let sql = format!(
-        "SELECT {}, run_id, partition, url, status::bigint, reason, record \
+        "SELECT {} AS created_at, run_id, partition, url, status::bigint AS status, reason, record \
          FROM ingest.rejects WHERE pipeline = $1 ORDER BY id DESC LIMIT $2",
         ts("created_at")
     );
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    sqlx::query_as(AssertSqlSafe(sql))
         .bind(pipeline)
         .bind(i64::from(limit))
         .fetch_all(&mut conn)
         .await
-        .map_err(db_err(&shown, "cannot read the rejects"))?;
-    Ok(rows
-        .iter()
-        .map(|r| RejectRow {
-            created_at: r.try_get(0).unwrap_or_default(),
-            run_id: r.try_get(1).unwrap_or_default(),
-            partition: r.try_get(2).unwrap_or_default(),
-            url: r.try_get(3).unwrap_or_default(),
-            status: r.try_get(4).unwrap_or_default(),
-            reason: r.try_get(5).unwrap_or_default(),
-            record: r.try_get(6).unwrap_or_default(),
-        })
-        .collect())
+        .map_err(db_err(&shown, "cannot read the rejects"))
 }
 
 /// A shared run in progress: its partitions done, and the others by owner.
