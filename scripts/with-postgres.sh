@@ -14,9 +14,15 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ] || [ ! -x "$bin/pg_ctl" ]; then
     exit 1
 fi
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/ingest-pg.XXXXXX")
-chmod 755 "$dir"
 as=()
+if [ "$(id -u)" = 0 ]; then
+    # the server runs as `postgres`, which must reach the directory: /tmp,
+    # whatever TMPDIR says
+    dir=$(mktemp -d /tmp/ingest-pg.XXXXXX)
+else
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/ingest-pg.XXXXXX")
+fi
+chmod 755 "$dir"
 if [ "$(id -u)" = 0 ]; then
     # the server refuses to run as root
     chown postgres: "$dir"
