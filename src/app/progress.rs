@@ -152,7 +152,7 @@ impl Bar {
 }
 
 /// Move the bar to the run's counters.
-fn update(pb: &ProgressBar, base: &AtomicU64, started: &Mutex<bool>, p: &Progress) {
+fn update(pb: &ProgressBar, base: &Arc<AtomicU64>, started: &Mutex<bool>, p: &Progress) {
     if let Ok(mut s) = started.lock()
         && !*s
     {

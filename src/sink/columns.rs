@@ -143,24 +143,13 @@ impl Columns {
 
     /// Whether a batch brings a column the table lacks (or the table itself).
     pub fn brings_new(&self, records: &[Value]) -> bool {
-        if !self.exists && !self.declared.is_empty() {
-            return true;
-        }
-        let mut prev: Vec<&str> = Vec::new();
-        for r in records {
-            let Value::Object(m) = r else { continue };
-            if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
-                continue;
-            }
-            prev.clear();
-            prev.extend(m.keys().map(String::as_str));
-            if m.keys()
-                .any(|k| usable_name(k) && self.list.len() < self.max && self.position(k).is_none())
-            {
-                return true;
-            }
-        }
-        false
+        (!self.exists && !self.declared.is_empty())
+            || shapes(records).any(|m| m.keys().any(|k| self.is_new(k)))
+    }
+
+    /// Whether a field would make a new column.
+    fn is_new(&self, k: &str) -> bool {
+        usable_name(k) && self.list.len() < self.max && self.position(k).is_none()
     }
 
     /// The columns a batch brings: declared ones when the table is new, then
@@ -181,18 +170,9 @@ impl Columns {
                 }
             }
         }
-        // records of one API nearly always share their keys: a record whose
-        // keys are the previous record's needs no lookup at all
-        let mut prev: Vec<&str> = Vec::new();
-        for r in records {
-            let Value::Object(m) = r else { continue };
-            if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
-                continue;
-            }
-            prev.clear();
-            prev.extend(m.keys().map(String::as_str));
+        for m in shapes(records) {
             for (k, v) in m {
-                if usable_name(k) && self.list.len() < self.max && self.position(k).is_none() {
+                if self.is_new(k) {
                     let ty = infer(v);
                     new_cols.push(Column {
                         name: k.clone(),
@@ -211,6 +191,22 @@ impl Columns {
         }
         new_cols
     }
+}
+
+/// The objects of a batch whose keys differ from the object before them:
+/// records of one API nearly always share their keys, and a record with the
+/// previous one's keys needs no lookup at all.
+fn shapes(records: &[Value]) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
+    let mut prev: Vec<&str> = Vec::new();
+    records.iter().filter_map(move |r| {
+        let Value::Object(m) = r else { return None };
+        if m.len() == prev.len() && m.keys().zip(&prev).all(|(k, p)| k == p) {
+            return None;
+        }
+        prev.clear();
+        prev.extend(m.keys().map(String::as_str));
+        Some(m)
+    })
 }
 
 /// Whether a field name can be a column's.
