@@ -9,8 +9,11 @@
 //! Secrets shorter than [`SHORT`] characters are masked only where they stand
 //! alone (not inside a longer word), so a two-letter key is hidden in
 //! `?key=ab&` but `about` stays readable.
+//!
+//! Secrets learned while running (OAuth2 access and refresh tokens) are
+//! [`Secrets::learn`]ed: every clone of the set masks them from then on.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use regex::{Regex, RegexBuilder};
 
@@ -20,9 +23,10 @@ pub const MASK: &str = "***";
 /// Secrets shorter than this (in characters) are masked only as whole tokens.
 pub const SHORT: usize = 3;
 
-/// A set of secret strings, cheap to clone.
+/// A set of secret strings, cheap to clone. Clones share what is
+/// [`learn`](Secrets::learn)ed later; [`with`](Secrets::with) makes a new set.
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(Arc<Inner>);
+pub struct Secrets(Arc<RwLock<Arc<Inner>>>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -36,6 +40,56 @@ struct Inner {
 impl Secrets {
     /// A set of these secrets (empty strings are ignored).
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(Inner::new(values)))))
+    }
+
+    /// The set as it is now.
+    fn now(&self) -> Arc<Inner> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Add secrets to this set and to every clone of it.
+    pub fn learn(&self, more: impl IntoIterator<Item = String>) {
+        let more: Vec<String> = more.into_iter().filter(|s| !s.is_empty()).collect();
+        let now = self.now();
+        if more.iter().all(|m| now.values.contains(m)) {
+            return;
+        }
+        let next = Arc::new(Inner::new(now.values.iter().cloned().chain(more)));
+        match self.0.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+
+    /// Add more secrets: a new set.
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
+        Self::new(self.now().values.iter().cloned().chain(more))
+    }
+
+    /// `text` with every secret, in every form, replaced by [`MASK`].
+    pub fn redact(&self, text: &str) -> String {
+        self.now().redact(text)
+    }
+
+    /// Whether `text` holds a secret in any form.
+    pub fn found_in(&self, text: &str) -> bool {
+        let now = self.now();
+        now.long.as_ref().is_some_and(|re| re.is_match(text))
+            || now.short.as_ref().is_some_and(|re| re.is_match(text))
+    }
+
+    /// Whether there is nothing to hide.
+    pub fn is_empty(&self) -> bool {
+        self.now().values.is_empty()
+    }
+}
+
+impl Inner {
+    fn new(values: impl IntoIterator<Item = String>) -> Self {
         let mut v: Vec<String> = values.into_iter().filter(|s| !s.is_empty()).collect();
         // longest first, so a secret that contains another is masked whole
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -61,41 +115,24 @@ impl Secrets {
                 ))
             })
             .flatten();
-        Self(Arc::new(Inner {
+        Self {
             values: v,
             long,
             short,
-        }))
+        }
     }
 
-    /// Add more secrets.
-    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
-        Self::new(self.0.values.iter().cloned().chain(more))
-    }
-
-    /// `text` with every secret, in every form, replaced by [`MASK`].
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = match &self.0.long {
+    fn redact(&self, text: &str) -> String {
+        let mut out = match &self.long {
             Some(re) => re.replace_all(text, MASK).into_owned(),
             None => text.to_string(),
         };
-        if let Some(re) = &self.0.short {
+        if let Some(re) = &self.short {
             out = re
                 .replace_all(&out, format!("${{1}}{MASK}${{3}}"))
                 .into_owned();
         }
         out
-    }
-
-    /// Whether `text` holds a secret in any form.
-    pub fn found_in(&self, text: &str) -> bool {
-        self.0.long.as_ref().is_some_and(|re| re.is_match(text))
-            || self.0.short.as_ref().is_some_and(|re| re.is_match(text))
-    }
-
-    /// Whether there is nothing to hide.
-    pub fn is_empty(&self) -> bool {
-        self.0.values.is_empty()
     }
 }
 
@@ -162,5 +199,17 @@ mod tests {
         assert_eq!(s.redact("about x-ray"), "about ***-ray");
         assert_eq!(s.redact("ab"), "***");
         assert_eq!(s.redact("taxi tab"), "taxi tab");
+    }
+
+    #[test]
+    fn learned_secrets_reach_every_clone() {
+        let s = Secrets::new(["first-secret".to_string()]);
+        let clone = s.clone();
+        let other = s.with(["other-secret".to_string()]);
+        s.learn(["token-learned-later".to_string()]);
+        assert_eq!(clone.redact("a token-learned-later b"), "a *** b");
+        assert_eq!(clone.redact("first-secret"), "***");
+        // `with` made a set of its own before the token was learned
+        assert_eq!(other.redact("token-learned-later"), "token-learned-later");
     }
 }

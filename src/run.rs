@@ -26,6 +26,7 @@ use crate::config::source::PartitionConfig;
 use crate::config::values::FieldPath;
 use crate::error::{ConfigError, Error};
 use crate::ledger;
+use crate::sink::tokens::LedgerTokens;
 use crate::sink::{Batch, Reject, Sink, Walks};
 use crate::source::partition::{self, Window};
 use crate::source::{Page, Partition, Source, SourceMetrics};
@@ -183,6 +184,7 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     // one run per pipeline and database at a time (cron overlapping itself)
     let partitioned = p.source.partition.is_some();
     let (mut sink, _lock) = Sink::open(&p.sink, &p.name, partitioned).await?;
+    source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
     let plan = ledger::plan(p, opts, &mut source, &mut sink).await?;
     let run_id = sink.begin_run(plan.refresh, plan.fresh).await?;
     tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = plan.walks.len(), resumed = plan.resumed, "run started");
@@ -611,6 +613,9 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     cfg.pagination.max_pages = Some(2);
     cfg.concurrency = 1;
     let source = Source::new(&cfg, p.secrets.clone())?;
+    // a refresh token the server rotates is spent: the new one is kept even
+    // here, or the next run could not authenticate
+    source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
     let part = Partition::default();
     let mut pages = source.walk(part.clone(), None);
     let page = match pages.next().await {

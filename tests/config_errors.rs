@@ -239,3 +239,12 @@ async fn postgres_sink_mistakes_in_one_pass() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_param_without_size_suggests_size_alone() {
+    refused(
+        &GOOD.replace("size = 10\n", ""),
+        &["bad.toml:9:14: source.pagination.size_param: sends the page size, but `size` is not set: add `size = 100` (or the size you want); for a page size the server fixes, write `size` alone, without `size_param`"],
+    )
+    .await;
+}

@@ -16,6 +16,7 @@
 //! | `/hostile/records?page&total` | seeded hostile records ([`hostile`]), 50 a page |
 //! | `/hostile/html` | an HTML error page with status 200 |
 //! | `/hostile/envelope` | `{"items": [...]}`: a pipeline expecting `data` misses it |
+//! | `/oauth/token`, `/oauth/posts` | an OAuth2 token endpoint, and `/posts` behind it ([`oauth`]) |
 //!
 //! Every list endpoint filters on `updated_since` (RFC 3339, inclusive),
 //! `updated_before` (exclusive) and on
@@ -32,6 +33,7 @@ mod ends;
 pub mod faults;
 mod graphql;
 pub mod hostile;
+pub mod oauth;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -139,6 +141,8 @@ pub(crate) struct Shared {
     /// Requests being handled now, and the most at once.
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    /// The authorization server (`oauth.rs`).
+    oauth: Mutex<oauth::OAuthState>,
 }
 
 fn empty_cache(posts: u64) -> Arc<Vec<OnceLock<Box<str>>>> {
@@ -178,6 +182,7 @@ impl MockApi {
             canned: Mutex::new(HashMap::new()),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
+            oauth: Mutex::new(oauth::OAuthState::default()),
         });
         let app = router(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -332,6 +337,8 @@ fn router(shared: S) -> Router {
         .route("/slack/posts", get(slack))
         .route("/hcursor/posts", get(header_cursor))
         .route("/graphql", axum::routing::post(graphql::graphql))
+        .route("/oauth/token", axum::routing::post(oauth::token))
+        .route("/oauth/posts", get(oauth::posts))
         .route("/drf/posts", get(ends::drf))
         .route("/_mock/stats", get(stats))
         .route("/postgrest/posts", get(ends::postgrest))
@@ -756,7 +763,7 @@ fn url_params(query: &str) -> Vec<(String, String)> {
 
 /// JSONPlaceholder: `_page`/`_limit` or `_start`/`_end`/`_limit`; without
 /// any, the whole list. `X-Total-Count` always; `Link` when paged.
-async fn jsonplaceholder(State(s): State<S>, Query(q): Params) -> Response {
+pub(crate) async fn jsonplaceholder(State(s): State<S>, Query(q): Params) -> Response {
     let d = read(&s);
     let sel = select(&d, &q);
     let total = sel.len();

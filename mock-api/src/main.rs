@@ -33,6 +33,11 @@ struct Args {
     /// Seconds between consecutive posts' `updatedAt` (from 2024-01-01).
     #[arg(long, default_value_t = 60)]
     spacing: u64,
+    /// Seconds an OAuth2 access token from /oauth/token lives (client
+    /// `ingest-mock-client`, secret `mock-client-secret-7f3a9c`, first
+    /// refresh token `mock-rt-0-5be1c2d9e4`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    token_ttl: u64,
     /// Stop after this many seconds.
     #[arg(long = "for", value_name = "SECONDS", default_value_t = 3600)]
     lifetime: u64,
@@ -143,6 +148,7 @@ async fn main() {
             std::process::exit(1)
         }
     };
+    api.set_token_ttl(Duration::from_secs(args.token_ttl.max(1)));
     println!("listening on {}", api.url());
     // bounded by default so a forgotten mock never outlives its demo by long
     tokio::select! {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-use super::source::PartitionConfig;
+use super::source::{ClientAuth, OAuth2Auth, OAuth2Grant, PartitionConfig};
 use super::{Ctx, PaginationKind, Pipeline, PostgresSinkConfig, SinkConfig};
 use std::time::Duration;
 
@@ -327,6 +327,43 @@ pub(super) fn postgres(c: &PostgresSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>
             "sink.lease",
             "must be between 1s and 1h: a heartbeat renews it three times per lease",
         ));
+    }
+}
+
+/// An OAuth2 auth section: a token URL, and what its grant needs.
+pub(super) fn oauth2(o: &OAuth2Auth, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    let key = |k: &str, m: &str| ctx.push(ctx.key(tree, &format!("source.auth.{k}"), m));
+    if !url::Url::parse(&o.token_url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+    {
+        key(
+            "token_url",
+            "is not an http(s) URL: write the token endpoint, like \"https://auth.example.com/oauth/token\"",
+        );
+    }
+    if o.client_id.trim().is_empty() {
+        key("client_id", "must not be empty");
+    }
+    match o.grant {
+        OAuth2Grant::ClientCredentials if o.client_secret.is_empty() => key(
+            "client_secret",
+            "`grant = \"client_credentials\"` needs the client's secret",
+        ),
+        OAuth2Grant::RefreshToken if o.refresh_token.as_deref().is_none_or(str::is_empty) => key(
+            "grant",
+            "`grant = \"refresh_token\"` needs `refresh_token`, the token to start from",
+        ),
+        OAuth2Grant::ClientCredentials if o.refresh_token.is_some() => key(
+            "refresh_token",
+            "is used only with `grant = \"refresh_token\"`",
+        ),
+        _ => {}
+    }
+    if o.client_auth == ClientAuth::Basic && o.client_secret.is_empty() {
+        key(
+            "client_auth",
+            "`basic` sends the client's secret: set `client_secret`, or use `body`",
+        );
     }
 }
 

@@ -760,6 +760,9 @@ fn check_source(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         ctx.push(ctx.key(tree, "source.retry.multiplier", "must be 1.0 or more"));
     }
     check_pagination(&s.pagination, ctx, tree);
+    if let source::AuthConfig::OAuth2(o) = &s.auth {
+        checks::oauth2(o, ctx, tree);
+    }
     if let Some(part) = &s.partition
         && let Err((key, m)) = check_partition(part, s)
     {
@@ -775,6 +778,19 @@ fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     match &pg.kind {
         PaginationKind::PageNumber(k) if k.size == Some(0) => {
             ctx.push(ctx.key(tree, "source.pagination.size", "must be at least 1"));
+        }
+        // (a `size` that is there but wrong has its own error)
+        PaginationKind::PageNumber(k)
+            if k.size_param.is_some()
+                && k.size.is_none()
+                && span_of(tree, "source.pagination.size").is_none() =>
+        {
+            ctx.push(ctx.key(
+                tree,
+                "source.pagination.size_param",
+                "sends the page size, but `size` is not set: add `size = 100` (or the size you want); \
+                 for a page size the server fixes, write `size` alone, without `size_param`",
+            ));
         }
         PaginationKind::Offset(k) if k.limit == 0 => {
             ctx.push(ctx.key(tree, "source.pagination.limit", "must be at least 1"));

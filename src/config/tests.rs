@@ -75,7 +75,9 @@ fn loads_the_example() {
 #[test]
 fn unknown_key_in_kinded_table() {
     let e = err(&BASE.replace("size = 10", "sise = 10"));
-    assert!(e.starts_with("p.toml:17:1: source.pagination.sise: unknown key `sise`; did you mean `size`? allowed here: param, start, size_param, size"), "{e}");
+    assert!(e.contains("p.toml:17:1: source.pagination.sise: unknown key `sise`; did you mean `size`? allowed here: param, start, size_param, size"), "{e}");
+    // and, with `size` gone, the size_param that sends nothing
+    assert!(e.starts_with("p.toml:16:14: source.pagination.size_param: sends the page size, but `size` is not set"), "{e}");
     assert!(e.contains("max_pages"), "{e}");
 }
 
@@ -101,7 +103,7 @@ fn missing_kind_and_missing_key() {
     let e = err(&BASE.replace("kind = \"bearer\"\n", ""));
     assert!(
         e.contains(
-            "source.auth.kind: missing key `kind`; expected one of: none, bearer, basic, api_key"
+            "source.auth.kind: missing key `kind`; expected one of: none, bearer, basic, api_key, oauth2"
         ),
         "{e}"
     );

@@ -13,6 +13,7 @@ mod bulk;
 pub mod columns;
 pub mod postgres;
 pub mod sqlite;
+pub mod tokens;
 
 pub use bulk::SqliteError;
 

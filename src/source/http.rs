@@ -59,6 +59,8 @@ pub struct HttpClient {
     limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Set when the API said no requests remain until a reset.
     pause_until: std::sync::Mutex<Option<Instant>>,
+    /// `kind = "oauth2"`: the access tokens.
+    oauth: Option<Arc<super::oauth::OAuth>>,
 }
 
 /// Longest pause a `RateLimit-Reset` header can ask for.
@@ -80,6 +82,8 @@ enum Attempt {
     Body {
         message: String,
     },
+    /// No OAuth2 access token (its own request was retried already).
+    Auth(super::oauth::AuthError),
 }
 
 impl Transient for Attempt {
@@ -88,6 +92,7 @@ impl Transient for Attempt {
             Attempt::Transport { transient, .. } | Attempt::Status { transient, .. } => *transient,
             // truncated or garbled bodies are worth another try
             Attempt::Body { .. } => true,
+            Attempt::Auth(_) => false,
         }
     }
     fn retry_after(&self) -> Option<Duration> {
@@ -106,6 +111,15 @@ impl HttpClient {
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self, HttpError> {
         let (headers, credentials, api_key_query) = headers(cfg, &secrets)?;
+        let oauth = match &cfg.auth {
+            AuthConfig::OAuth2(o) => Some(Arc::new(super::oauth::OAuth::new(
+                o.clone(),
+                cfg.retry.clone(),
+                secrets.clone(),
+                cfg.timeout,
+            ))),
+            _ => None,
+        };
         let origin = Url::parse(&cfg.base_url)
             .map_err(|e| HttpError::Client(format!("base_url is not a URL: {e}")))?
             .origin();
@@ -146,7 +160,13 @@ impl HttpClient {
                     .map(|q| governor::RateLimiter::direct(q.allow_burst(NonZeroU32::MIN)))
             }),
             pause_until: std::sync::Mutex::new(None),
+            oauth,
         })
+    }
+
+    /// The OAuth2 tokens, when the source uses them.
+    pub fn oauth(&self) -> Option<&Arc<super::oauth::OAuth>> {
+        self.oauth.as_ref()
     }
 
     /// Wait for the rate limit and for any pause the API asked for.
@@ -279,6 +299,7 @@ impl HttpClient {
                     if attempts == 1 { "" } else { "s" }
                 ),
             },
+            Attempt::Auth(e) => HttpError::Auth(e),
         })
     }
 
@@ -287,6 +308,7 @@ impl HttpClient {
             Attempt::Transport { message, .. } => self.redact(message),
             Attempt::Status { status, .. } => format!("HTTP {status}"),
             Attempt::Body { message } => self.redact(message),
+            Attempt::Auth(e) => e.to_string(),
         }
     }
 
@@ -330,7 +352,18 @@ impl HttpClient {
         extra: &[(String, String)],
     ) -> Result<Response, Attempt> {
         self.pace().await;
-        let (resp, final_url) = self.send(url, body, extra).await?;
+        let bearer = self.bearer().await?;
+        let (mut resp, mut final_url) = self.send(url, body, extra, bearer.as_ref()).await?;
+        // a refused access token is renewed once, at once (it may have been
+        // revoked, or the clocks disagree about its expiry)
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(o), Some(b)) = (&self.oauth, &bearer)
+        {
+            tracing::info!("the API refused the access token (HTTP 401): renewing it once");
+            o.refused(b.generation).await;
+            let renewed = self.bearer().await?;
+            (resp, final_url) = self.send(url, body, extra, renewed.as_ref()).await?;
+        }
         let status = resp.status();
         let headers = resp.headers().clone();
         self.observe_limits(&headers);
@@ -377,6 +410,14 @@ impl HttpClient {
 const MAX_REDIRECTS: usize = 10;
 
 impl HttpClient {
+    /// The OAuth2 access token to send, when the source has one.
+    async fn bearer(&self) -> Result<Option<super::oauth::Bearer>, Attempt> {
+        match &self.oauth {
+            Some(o) => o.bearer().await.map(Some).map_err(Attempt::Auth),
+            None => Ok(None),
+        }
+    }
+
     /// Whether `url` is on `base_url`'s origin (scheme, host and port), the
     /// only one that gets the source's credentials.
     fn trusted(&self, url: &Url) -> bool {
@@ -391,6 +432,7 @@ impl HttpClient {
         url: &Url,
         body: Option<&Value>,
         extra: &[(String, String)],
+        bearer: Option<&super::oauth::Bearer>,
     ) -> Result<(reqwest::Response, Url), Attempt> {
         let mut url = url.clone();
         let mut method = self.method.clone();
@@ -399,6 +441,17 @@ impl HttpClient {
             let mut req = self.inner.request(method.clone(), url.clone());
             if self.trusted(&url) {
                 req = req.headers(self.credentials.clone());
+                if let Some(b) = bearer {
+                    let mut value =
+                        HeaderValue::from_str(&format!("Bearer {}", b.token)).map_err(|_| {
+                            Attempt::Transport {
+                                message: "the access token is not valid header text".into(),
+                                transient: false,
+                            }
+                        })?;
+                    value.set_sensitive(true);
+                    req = req.header(reqwest::header::AUTHORIZATION, value);
+                }
             } else if !self.warned_origin.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     url = %self.show(&url),
@@ -510,6 +563,8 @@ fn headers(cfg: &HttpSourceConfig, secrets: &Secrets) -> Result<Headers, HttpErr
                 format!("Basic {c}"),
             ))
         }
+        // the access token is fetched and set per request (source/oauth.rs)
+        AuthConfig::OAuth2(_) => None,
         AuthConfig::ApiKey(k) => match k.location {
             ApiKeyIn::Header => Some((k.name.clone(), k.value.clone())),
             ApiKeyIn::Query => {
@@ -542,14 +597,19 @@ fn transport(e: reqwest::Error) -> Attempt {
     };
     let transient = !e.is_builder() && !e.is_redirect();
     // without_url: the URL may hold a key; callers add the redacted one
-    let e = e.without_url();
-    let mut message = format!("{kind}: {e}");
-    let mut src = std::error::Error::source(&e);
+    let message = format!("{kind}: {}", chain(&e.without_url()));
+    Attempt::Transport { message, transient }
+}
+
+/// An error and its sources, `: `-separated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut src = e.source();
     while let Some(s) = src {
         message.push_str(&format!(": {s}"));
         src = s.source();
     }
-    Attempt::Transport { message, transient }
+    message
 }
 
 /// Bodies from this size on are parsed on tokio's blocking pool.

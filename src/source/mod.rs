@@ -12,6 +12,7 @@ pub mod adaptive;
 pub mod http;
 pub mod incremental;
 pub mod json;
+pub mod oauth;
 pub mod paginate;
 pub mod pagination;
 pub mod partition;
@@ -86,6 +87,9 @@ pub enum HttpError {
     /// The client could not be built or a request URL could not be made.
     #[error("{0}")]
     Client(String),
+    /// No OAuth2 access token could be had.
+    #[error(transparent)]
+    Auth(#[from] oauth::AuthError),
 }
 
 fn plural(n: u32) -> &'static str {
@@ -200,6 +204,14 @@ impl Source {
             skip: cfg.on_error == crate::config::source::OnError::Skip,
             missing_said: Arc::default(),
         })
+    }
+
+    /// OAuth2: start from the refresh token kept in `store`, and keep the
+    /// ones the server rotates there.
+    pub fn keep_tokens(&self, store: Arc<dyn oauth::TokenStore>) {
+        if let Some(o) = self.client.oauth() {
+            o.keep_in(store);
+        }
     }
 
     /// When a resumed walk's first request gets a 4xx (an expired cursor or
@@ -423,7 +435,8 @@ impl Source {
                 *failures = 0;
                 Ok(done)
             }
-            Err(e) if self.skip => {
+            // no token means no page at all: skipping would skip them all
+            Err(e) if self.skip && !matches!(e, HttpError::Auth(_)) => {
                 *failures += 1;
                 Ok(self.skipped(part, pos, e, st, *failures))
             }
@@ -522,6 +535,7 @@ impl Source {
             | HttpError::Body { url, .. }
             | HttpError::Loop { url, .. } => (url.clone(), None),
             HttpError::Client(_) => (String::new(), None),
+            HttpError::Auth(a) => (a.url.clone(), None),
         };
         tracing::warn!(partition = %part.key, url = %url, "skipping a page that failed: {e}");
         let page = Page {

@@ -27,7 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::columns::Columns;
-use super::sqlite::{MAX_COLUMNS, Marks, Written, db_err, quote};
+pub use super::sqlite::db_err;
+use super::sqlite::{MAX_COLUMNS, Marks, Written, quote};
 use super::{Batch, Reject, SinkError};
 use crate::config::{ColumnType, PostgresSinkConfig, WriteMode};
 use crate::source::Resume;
@@ -36,8 +37,12 @@ use crate::source::Resume;
 /// chunk while the next is encoded.
 const COPY_CHUNK: usize = 500;
 
-/// ingest's tables, created when missing.
-const SETUP: &str = include_str!("../../../migrations/postgres/0001_ingest.sql");
+/// ingest's tables, created when missing (each file is idempotent, and
+/// all of them run when the last one's table is missing).
+const SETUP: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_ingest.sql"),
+    include_str!("../../../migrations/postgres/0002_tokens.sql"),
+];
 
 /// Advisory lock classes: the first key of each lock ingest takes; the
 /// second is `hashtext(pipeline)` (or of the table, for DDL).
@@ -79,7 +84,7 @@ pub async fn connect(cfg: &PostgresSinkConfig) -> Result<PgConnection, SinkError
     let mut conn = PgConnection::connect_with(&options(cfg)?)
         .await
         .map_err(db_err(&shown, "cannot connect"))?;
-    let ready: bool = sqlx::query_scalar("SELECT to_regclass('ingest.partitions') IS NOT NULL")
+    let ready: bool = sqlx::query_scalar("SELECT to_regclass('ingest.tokens') IS NOT NULL")
         .fetch_one(&mut conn)
         .await
         .map_err(db_err(&shown, "cannot look up ingest's tables"))?;
@@ -93,10 +98,12 @@ pub async fn connect(cfg: &PostgresSinkConfig) -> Result<PgConnection, SinkError
             .execute(&mut *tx)
             .await
             .map_err(db_err(&shown, "cannot create ingest's tables"))?;
-        sqlx::raw_sql(SETUP)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err(&shown, "cannot create ingest's tables"))?;
+        for sql in SETUP {
+            sqlx::raw_sql(AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err(&shown, "cannot create ingest's tables"))?;
+        }
         tx.commit()
             .await
             .map_err(db_err(&shown, "cannot create ingest's tables"))?;

@@ -1,0 +1,119 @@
+//! The ledger side of OAuth2 (`source/oauth.rs`): the refresh token a server
+//! rotated, kept in the sink's own tables (`_ingest_tokens` in SQLite,
+//! `ingest.tokens` in PostgreSQL) on a connection of its own, so it is
+//! committed the moment it arrives, whatever batch is in flight.
+
+use futures::future::BoxFuture;
+
+use super::{SinkError, postgres, sqlite};
+use crate::config::SinkConfig;
+use crate::source::oauth::{Kept, TokenStore};
+
+/// A pipeline's kept refresh token, in its sink's ledger.
+pub struct LedgerTokens {
+    cfg: SinkConfig,
+    pipeline: String,
+}
+
+impl LedgerTokens {
+    /// The store of `pipeline`'s tokens in the sink `cfg` names.
+    pub fn new(cfg: &SinkConfig, pipeline: &str) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            pipeline: pipeline.to_string(),
+        }
+    }
+
+    async fn load_kept(&self) -> Result<Option<Kept>, SinkError> {
+        let row: Option<(String, String)> = match &self.cfg {
+            SinkConfig::Sqlite(c) => {
+                let mut conn = sqlite::connect(&c.path).await?;
+                sqlx::query_as("SELECT seed, token FROM _ingest_tokens WHERE pipeline = ?")
+                    .bind(&self.pipeline)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(sqlite::db_err(
+                        &c.path.display().to_string(),
+                        "cannot read the kept token",
+                    ))?
+            }
+            SinkConfig::Postgres(c) => {
+                let mut conn = postgres::connect(c).await?;
+                sqlx::query_as("SELECT seed, token FROM ingest.tokens WHERE pipeline = $1")
+                    .bind(&self.pipeline)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(postgres::db_err(
+                        &c.shown_url(),
+                        "cannot read the kept token",
+                    ))?
+            }
+        };
+        Ok(row.map(|(seed, token)| Kept { seed, token }))
+    }
+
+    async fn save_kept(&self, kept: Kept) -> Result<(), SinkError> {
+        match &self.cfg {
+            SinkConfig::Sqlite(c) => {
+                let mut conn = sqlite::connect(&c.path).await?;
+                sqlx::query(
+                    "INSERT INTO _ingest_tokens (pipeline, seed, token, updated_at) \
+                     VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                     ON CONFLICT (pipeline) DO UPDATE SET seed = excluded.seed, \
+                     token = excluded.token, updated_at = excluded.updated_at",
+                )
+                .bind(&self.pipeline)
+                .bind(&kept.seed)
+                .bind(&kept.token)
+                .execute(&mut conn)
+                .await
+                .map_err(sqlite::db_err(
+                    &c.path.display().to_string(),
+                    "cannot keep the token",
+                ))?;
+            }
+            SinkConfig::Postgres(c) => {
+                let mut conn = postgres::connect(c).await?;
+                sqlx::query(
+                    "INSERT INTO ingest.tokens (pipeline, seed, token) VALUES ($1, $2, $3) \
+                     ON CONFLICT (pipeline) DO UPDATE SET seed = excluded.seed, \
+                     token = excluded.token, updated_at = now()",
+                )
+                .bind(&self.pipeline)
+                .bind(&kept.seed)
+                .bind(&kept.token)
+                .execute(&mut conn)
+                .await
+                .map_err(postgres::db_err(&c.shown_url(), "cannot keep the token"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// Each call is driven on a blocking thread: rustc cannot prove sqlx's
+// migration future Send through a boxed future's lifetime (a known
+// higher-ranked lifetime limitation), and a token is kept once an hour at
+// most, so a thread hop costs nothing.
+impl TokenStore for LedgerTokens {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Kept>, String>> {
+        let this = Self::new(&self.cfg, &self.pipeline);
+        let rt = tokio::runtime::Handle::current();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || rt.block_on(this.load_kept()))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn save(&self, kept: Kept) -> BoxFuture<'_, Result<(), String>> {
+        let this = Self::new(&self.cfg, &self.pipeline);
+        let rt = tokio::runtime::Handle::current();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || rt.block_on(this.save_kept(kept)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+}
