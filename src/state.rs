@@ -16,12 +16,10 @@ fn db(p: &Pipeline, action: &str) -> impl FnOnce(sqlx::Error) -> SinkError + use
     db_err(&p.sink.location(), action.to_string())
 }
 
-/// The SQLite file of a pipeline whose sink is SQLite.
-fn sqlite_path(p: &Pipeline) -> &std::path::Path {
-    match &p.sink {
-        SinkConfig::Sqlite(c) => &c.path,
-        SinkConfig::Postgres(_) => std::path::Path::new(""),
-    }
+/// The SQLite file that holds the pipeline's ledger (the database, or a
+/// JSON Lines file's ledger beside it).
+fn sqlite_path(p: &Pipeline) -> std::path::PathBuf {
+    p.sink.ledger_db().unwrap_or_default()
 }
 
 /// One saved resume point.
@@ -42,7 +40,7 @@ pub async fn show(p: &Pipeline) -> Result<Vec<StateRow>, SinkError> {
     if let SinkConfig::Postgres(c) = &p.sink {
         return pg::state(c, &p.name).await;
     }
-    let mut conn = open_existing(sqlite_path(p)).await?;
+    let mut conn = open_existing(&sqlite_path(p)).await?;
     let rows = sqlx::query("SELECT partition, resume, updated_at, run_id FROM _ingest_state WHERE pipeline = ? ORDER BY partition")
         .bind(&p.name)
         .fetch_all(&mut conn)
@@ -66,7 +64,7 @@ pub async fn reset(p: &Pipeline) -> Result<u64, SinkError> {
     if let SinkConfig::Postgres(c) = &p.sink {
         return pg::reset(c, &p.name).await;
     }
-    let mut conn = open_existing(sqlite_path(p)).await?;
+    let mut conn = open_existing(&sqlite_path(p)).await?;
     let _lock = crate::sink::lock(&p.sink, &p.name).await?;
     let done = sqlx::query("DELETE FROM _ingest_state WHERE pipeline = ?")
         .bind(&p.name)
@@ -104,7 +102,7 @@ pub async fn runs(p: &Pipeline, limit: u32) -> Result<Vec<RunRow>, SinkError> {
     if let SinkConfig::Postgres(c) = &p.sink {
         return pg::runs(c, &p.name, limit).await;
     }
-    let mut conn = open_existing(sqlite_path(p)).await?;
+    let mut conn = open_existing(&sqlite_path(p)).await?;
     let mut rows: Vec<RunRow> = sqlx::query_as(
         "SELECT id, started_at, ended_at, status, pages, records, retries, rejects, error \
          FROM _ingest_runs WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
@@ -142,7 +140,10 @@ pub async fn peek(p: &Pipeline, limit: u32) -> Result<TablePeek, SinkError> {
     if let SinkConfig::Postgres(c) = &p.sink {
         return pg::peek(c, limit).await;
     }
-    let mut conn = open_existing(sqlite_path(p)).await?;
+    if let SinkConfig::Jsonl(c) = &p.sink {
+        return crate::sink::jsonl::peek(c, limit);
+    }
+    let mut conn = open_existing(&sqlite_path(p)).await?;
     let table = &p.sink.table().to_string();
     let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
         .bind(table)
@@ -218,7 +219,7 @@ pub async fn rejects(p: &Pipeline, limit: u32) -> Result<Vec<RejectRow>, SinkErr
     if let SinkConfig::Postgres(c) = &p.sink {
         return pg::rejects(c, &p.name, limit).await;
     }
-    let mut conn = open_existing(sqlite_path(p)).await?;
+    let mut conn = open_existing(&sqlite_path(p)).await?;
     sqlx::query_as(
         "SELECT created_at, run_id, partition, url, status, reason, record \
          FROM _ingest_rejects WHERE pipeline = ? ORDER BY id DESC LIMIT ?",
@@ -260,8 +261,8 @@ pub struct Status {
 /// and the partitions of a shared run in progress.
 pub async fn status(p: &Pipeline) -> Result<Status, SinkError> {
     let exists = match &p.sink {
-        SinkConfig::Sqlite(c) => c.path.exists(),
         SinkConfig::Postgres(_) => true,
+        _ => sqlite_path(p).exists(),
     };
     let last = if exists {
         runs(p, 1).await?.into_iter().next()
@@ -270,7 +271,7 @@ pub async fn status(p: &Pipeline) -> Result<Status, SinkError> {
     };
     let (shared_done, shared_claims) = match &p.sink {
         SinkConfig::Postgres(c) => pg::partitions(c, &p.name).await?,
-        SinkConfig::Sqlite(_) => (None, Vec::new()),
+        _ => (None, Vec::new()),
     };
     Ok(Status {
         pipeline: p.name.clone(),

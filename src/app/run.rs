@@ -54,7 +54,12 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
             write_metrics(file, &samples);
         }
         match result {
-            Ok(report) => print_report(&report, args.output),
+            Ok(report) => {
+                // records on standard output: the report goes to stderr
+                let records_on_stdout =
+                    matches!(&p.sink, crate::config::SinkConfig::Jsonl(c) if c.is_stdout());
+                print_report(&report, args.output, records_on_stdout);
+            }
             Err(e) => {
                 failed(p, &e, args.output);
                 return e.exit_code();
@@ -144,40 +149,54 @@ fn failed(p: &Pipeline, e: &Error, output: Output) {
     }
 }
 
-fn print_report(r: &RunReport, output: Output) {
-    match output {
+fn print_report(r: &RunReport, output: Output, to_stderr: bool) {
+    let line = match output {
         Output::Json => match serde_json::to_string(r) {
-            Ok(s) => say!("{s}"),
-            Err(e) => error(None, &format!("cannot print the report: {e}")),
+            Ok(s) => s,
+            Err(e) => return error(None, &format!("cannot print the report: {e}")),
         },
-        Output::Text => {
-            let rate = if r.seconds > 0.0 {
-                r.records as f64 / r.seconds
-            } else {
-                0.0
-            };
-            let n = |count: u64, one: &str| match count {
-                1 => format!("1 {one}"),
-                c => format!("{c} {one}s"),
-            };
-            say!(
-                "{}: {} in {:.2}s: {} written to {} (table {}), {} fetched in {}, {}, {}, {}{} ({} records/s)",
-                r.pipeline,
-                r.status,
-                r.seconds,
-                n(r.records, "record"),
-                r.database,
-                r.table,
-                r.fetched,
-                n(r.pages, "page"),
-                n(r.requests, "request"),
-                n(r.retries, "retry").replace("retrys", "retries"),
-                n(r.rejects, "reject"),
-                if r.resumed > 0 { ", resumed" } else { "" },
-                thousands(rate as u64)
-            );
-        }
+        Output::Text => report_text(r),
+    };
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        say!("{line}");
     }
+}
+
+fn report_text(r: &RunReport) -> String {
+    let rate = if r.seconds > 0.0 {
+        r.records as f64 / r.seconds
+    } else {
+        0.0
+    };
+    let n = |count: u64, one: &str| match count {
+        1 => format!("1 {one}"),
+        c => format!("{c} {one}s"),
+    };
+    // a file sink is named by its path alone
+    let file_sink = std::path::Path::new(&r.database)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy() == r.table);
+    let place = if file_sink || r.table == "stdout" {
+        r.database.clone()
+    } else {
+        format!("{} (table {})", r.database, r.table)
+    };
+    format!(
+        "{}: {} in {:.2}s: {} written to {place}, {} fetched in {}, {}, {}, {}{} ({} records/s)",
+        r.pipeline,
+        r.status,
+        r.seconds,
+        n(r.records, "record"),
+        r.fetched,
+        n(r.pages, "page"),
+        n(r.requests, "request"),
+        n(r.retries, "retry").replace("retrys", "retries"),
+        n(r.rejects, "reject"),
+        if r.resumed > 0 { ", resumed" } else { "" },
+        thousands(rate as u64)
+    )
 }
 
 fn progress_for(mode: ProgressMode, quiet: bool, name: &str) -> Bar {

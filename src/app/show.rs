@@ -13,13 +13,17 @@ pub(super) async fn show(path: &Path, limit: u32, output: Output) -> anyhow::Res
         say!("{}", serde_json::to_string(&peek)?);
         return Ok(0);
     }
-    say!(
-        "{}: {} rows in {} (table {})",
-        p.name,
-        peek.count,
-        p.sink.location(),
-        peek.table
-    );
+    if matches!(p.sink, crate::config::SinkConfig::Jsonl(_)) {
+        say!("{}: {} lines in {}", p.name, peek.count, p.sink.location());
+    } else {
+        say!(
+            "{}: {} rows in {} (table {})",
+            p.name,
+            peek.count,
+            p.sink.location(),
+            peek.table
+        );
+    }
     let header = peek.columns.clone();
     let rows: Vec<Vec<String>> = peek
         .rows

@@ -16,14 +16,13 @@ pub(super) fn validate(paths: &[PathBuf], set: &[String], no_env: bool) -> anyho
         };
         match config::load(path, &opts) {
             Ok(p) => say!(
-                "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {}:{})",
+                "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {})",
                 path.display(),
                 p.name,
                 p.source.pagination.kind.name(),
                 p.transforms.len(),
                 p.sink.write().name(),
-                p.sink.location(),
-                p.sink.table()
+                p.sink.target()
             ),
             Err(e) => {
                 bad += 1;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
+use super::sink::{JsonlSinkConfig, WriteMode};
 use super::source::{ClientAuth, OAuth2Auth, OAuth2Grant, PartitionConfig};
 use super::{Ctx, PaginationKind, Pipeline, PostgresSinkConfig, SinkConfig};
 use std::time::Duration;
@@ -326,6 +327,35 @@ pub(super) fn postgres(c: &PostgresSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>
             tree,
             "sink.lease",
             "must be between 1s and 1h: a heartbeat renews it three times per lease",
+        ));
+    }
+}
+
+/// A JSON Lines sink: a file (or `-`) and a write mode a file can keep.
+pub(super) fn jsonl(c: &JsonlSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    if c.write == WriteMode::Merge {
+        ctx.push(ctx.key(
+            tree,
+            "sink.write",
+            "a JSON Lines file is written `append` or `replace`; `merge` needs a table (kind = \"sqlite\" or \"postgres\")",
+        ));
+    }
+    if c.is_stdout() {
+        return;
+    }
+    if c.path.as_os_str().is_empty() || c.path.file_name().is_none() {
+        ctx.push(ctx.key(
+            tree,
+            "sink.path",
+            "is not a file: write the file, like \"out/posts.jsonl\", or \"-\" for standard output",
+        ));
+        return;
+    }
+    if c.path.is_dir() {
+        ctx.push(ctx.key(
+            tree,
+            "sink.path",
+            "is a directory: write a file in it, like \"out/posts.jsonl\"",
         ));
     }
 }

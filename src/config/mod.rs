@@ -26,7 +26,9 @@ use toml::de::{DeTable, DeValue};
 use crate::redact::Secrets;
 pub use checks::{MAX_CONCURRENCY, sqlite_path};
 pub use pagination::{PaginationConfig, PaginationKind};
-pub use sink::{ColumnType, PostgresSinkConfig, SinkConfig, SqliteSinkConfig, WriteMode};
+pub use sink::{
+    ColumnType, JsonlSinkConfig, PostgresSinkConfig, SinkConfig, SqliteSinkConfig, WriteMode,
+};
 pub use source::{HttpSourceConfig, SourceConfig};
 pub use transform::{Problems, TransformConfig};
 
@@ -275,9 +277,28 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
 /// Relative paths in a pipeline file resolve against the file's directory
 /// (made absolute), not the working directory, so cron and a shell agree.
 fn resolve_paths(sink: &mut SinkConfig, file: &Path) {
-    let SinkConfig::Sqlite(c) = sink else { return };
-    if c.path.as_os_str().is_empty() || c.path.is_absolute() {
-        return;
+    let path = match sink {
+        SinkConfig::Sqlite(c) => &mut c.path,
+        SinkConfig::Jsonl(c) => {
+            c.table = c
+                .path
+                .file_name()
+                .map_or_else(|| "stdout".into(), |n| n.to_string_lossy().into_owned());
+            if c.is_stdout() {
+                c.table = "stdout".into();
+                return;
+            }
+            &mut c.path
+        }
+        SinkConfig::Postgres(_) => return,
+    };
+    *path = resolve(path, file);
+}
+
+/// `path` against the directory of the pipeline `file`, made absolute.
+pub fn resolve(path: &Path, file: &Path) -> PathBuf {
+    if path.as_os_str().is_empty() || path.is_absolute() {
+        return path.to_path_buf();
     }
     let dir = file
         .parent()
@@ -286,7 +307,7 @@ fn resolve_paths(sink: &mut SinkConfig, file: &Path) {
     let base = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     // `..` taken away by hand: the file may not exist yet, so no canonicalize
     let mut out = PathBuf::new();
-    for part in base.join(&c.path).components() {
+    for part in base.join(path).components() {
         match part {
             std::path::Component::ParentDir => {
                 out.pop();
@@ -295,7 +316,7 @@ fn resolve_paths(sink: &mut SinkConfig, file: &Path) {
             other => out.push(other),
         }
     }
-    c.path = out;
+    out
 }
 
 /// Deserialize the tree, going on past errors: a key whose value serde
@@ -802,7 +823,9 @@ fn check_pagination(pg: &PaginationConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 /// The sink's table, batch size, primary key and declared columns.
 fn check_sink(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     let k = &p.sink;
-    if let Err(m) = check_table_name(k.table()) {
+    if let SinkConfig::Jsonl(c) = k {
+        checks::jsonl(c, ctx, tree);
+    } else if let Err(m) = check_table_name(k.table()) {
         ctx.push(ctx.key(tree, "sink.table", m));
     }
     if k.batch_size() == 0 {

@@ -1,5 +1,6 @@
-//! `[sink]`: where records go: `kind = "sqlite"` (the embedded default) or
-//! `kind = "postgres"` (a shared warehouse, and shared runs).
+//! `[sink]`: where records go: `kind = "sqlite"` (the embedded default),
+//! `kind = "postgres"` (a shared warehouse, and shared runs) or
+//! `kind = "jsonl"` (a JSON Lines file, or standard output).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +16,8 @@ pub enum SinkConfig {
     Sqlite(SqliteSinkConfig),
     /// A table in a PostgreSQL database.
     Postgres(PostgresSinkConfig),
+    /// A JSON Lines file, or standard output.
+    Jsonl(JsonlSinkConfig),
 }
 
 /// The arm of every kind, for the keys they share.
@@ -23,6 +26,7 @@ macro_rules! each_kind {
         match $self {
             SinkConfig::Sqlite($c) => $e,
             SinkConfig::Postgres($c) => $e,
+            SinkConfig::Jsonl($c) => $e,
         }
     };
 }
@@ -33,6 +37,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(_) => "sqlite",
             SinkConfig::Postgres(_) => "postgres",
+            SinkConfig::Jsonl(_) => "jsonl",
         }
     }
 
@@ -85,7 +90,76 @@ impl SinkConfig {
         match self {
             SinkConfig::Sqlite(c) => c.path.display().to_string(),
             SinkConfig::Postgres(c) => c.shown_url(),
+            SinkConfig::Jsonl(c) if c.is_stdout() => "standard output".into(),
+            SinkConfig::Jsonl(c) => c.path.display().to_string(),
         }
+    }
+
+    /// Where the records land, for messages: `place:table`, or a file.
+    pub fn target(&self) -> String {
+        match self {
+            SinkConfig::Jsonl(_) => self.location(),
+            _ => format!("{}:{}", self.location(), self.table()),
+        }
+    }
+
+    /// The SQLite file that holds the pipeline's ledger, for the sinks
+    /// that keep it in one: the database itself, or a JSON Lines file's
+    /// ledger beside it.
+    pub fn ledger_db(&self) -> Option<PathBuf> {
+        match self {
+            SinkConfig::Sqlite(c) => Some(c.path.clone()),
+            SinkConfig::Jsonl(c) => c.ledger(),
+            SinkConfig::Postgres(_) => None,
+        }
+    }
+}
+
+/// `kind = "jsonl"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSinkConfig {
+    /// The file (relative to the pipeline file), or `-` for standard output.
+    pub path: PathBuf,
+    /// `append` (the default) or `replace` (a new file renamed over the old).
+    #[serde(default)]
+    pub write: WriteMode,
+    /// Records per commit (a write, an fsync and a ledger transaction).
+    #[serde(default = "pg_batch")]
+    pub batch_size: usize,
+    /// The file's name, where other sinks name a table (set by the loader).
+    #[serde(skip)]
+    pub table: String,
+    /// No key: lines are appended.
+    #[serde(skip)]
+    pub primary_key: Vec<String>,
+    /// No columns: each record is written whole.
+    #[serde(skip)]
+    pub columns: IndexMap<String, ColumnType>,
+}
+
+impl JsonlSinkConfig {
+    /// `path = "-"`: standard output, with no ledger and no resume.
+    pub fn is_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
+
+    /// The ledger beside the file: `posts.jsonl` → `posts.jsonl.ingest.db`.
+    pub fn ledger(&self) -> Option<PathBuf> {
+        if self.is_stdout() {
+            return None;
+        }
+        let mut name = self.path.file_name()?.to_os_string();
+        name.push(".ingest.db");
+        Some(self.path.with_file_name(name))
+    }
+
+    /// Where `replace` (and `--full-refresh`) write before the rename:
+    /// `posts.jsonl` → `posts.jsonl.ingest-staging`.
+    pub fn staging(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".ingest-staging");
+        self.path.with_file_name(name)
     }
 }
 

@@ -77,7 +77,12 @@ fn unknown_key_in_kinded_table() {
     let e = err(&BASE.replace("size = 10", "sise = 10"));
     assert!(e.contains("p.toml:17:1: source.pagination.sise: unknown key `sise`; did you mean `size`? allowed here: param, start, size_param, size"), "{e}");
     // and, with `size` gone, the size_param that sends nothing
-    assert!(e.starts_with("p.toml:16:14: source.pagination.size_param: sends the page size, but `size` is not set"), "{e}");
+    assert!(
+        e.starts_with(
+            "p.toml:16:14: source.pagination.size_param: sends the page size, but `size` is not set"
+        ),
+        "{e}"
+    );
     assert!(e.contains("max_pages"), "{e}");
 }
 

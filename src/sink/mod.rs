@@ -11,6 +11,7 @@
 
 mod bulk;
 pub mod columns;
+pub mod jsonl;
 pub mod postgres;
 pub mod sqlite;
 pub mod tokens;
@@ -26,6 +27,7 @@ use indexmap::IndexMap;
 use crate::config::SinkConfig;
 use crate::ledger::Walk;
 use crate::source::Resume;
+use jsonl::JsonlSink;
 use postgres::PgSink;
 use sqlite::{Marks, SqliteSink, Written};
 
@@ -119,6 +121,8 @@ pub enum Sink {
     Sqlite(Box<SqliteSink>),
     /// A table in a PostgreSQL database.
     Postgres(Box<PgSink>),
+    /// A JSON Lines file, or standard output.
+    Jsonl(Box<JsonlSink>),
 }
 
 /// The arm of every kind of open sink.
@@ -127,6 +131,7 @@ macro_rules! each {
         match $self {
             Sink::Sqlite($s) => $e,
             Sink::Postgres($s) => $e,
+            Sink::Jsonl($s) => $e,
         }
     };
 }
@@ -146,6 +151,11 @@ pub enum Lock {
 pub async fn lock(cfg: &SinkConfig, pipeline: &str) -> Result<Lock, SinkError> {
     match cfg {
         SinkConfig::Sqlite(c) => sqlite::lock_pipeline(&c.path, pipeline).map(Lock::File),
+        // standard output keeps nothing to guard
+        SinkConfig::Jsonl(c) => match c.ledger() {
+            Some(db) => sqlite::lock_pipeline(&db, pipeline).map(Lock::File),
+            None => Ok(Lock::Sink),
+        },
         SinkConfig::Postgres(c) => {
             let mut conn = postgres::connect(c).await?;
             postgres::lock_run(&mut conn, &c.shown_url(), pipeline, true).await?;
@@ -181,6 +191,11 @@ impl Sink {
                 let sink = PgSink::open(c, pipeline, partitioned).await?;
                 Ok((Sink::Postgres(Box::new(sink)), Lock::Sink))
             }
+            SinkConfig::Jsonl(c) => {
+                let held = lock(cfg, pipeline).await?;
+                let sink = Sink::Jsonl(Box::new(JsonlSink::open(c, pipeline).await?));
+                Ok((sink, held))
+            }
         }
     }
 
@@ -188,7 +203,7 @@ impl Sink {
     /// shared run) those it claims.
     pub async fn share(&mut self, walks: Vec<Walk>) -> Result<Walks, SinkError> {
         match self {
-            Sink::Sqlite(_) => Ok(Walks::Local(walks)),
+            Sink::Sqlite(_) | Sink::Jsonl(_) => Ok(Walks::Local(walks)),
             Sink::Postgres(s) => s.share(walks).await,
         }
     }
@@ -285,6 +300,20 @@ pub struct Batch {
     /// Where the records came from, page by page, in record order: a record
     /// the sink rejects is recorded with its page's partition and URL.
     pub origins: Vec<Origin>,
+    /// A file sink's commit, kept in its ledger's transaction.
+    pub file: Option<FileCommit>,
+}
+
+/// What a file sink wrote before its ledger transaction: the file's length
+/// after the batch, and the records in it (for the run's counters).
+#[derive(Debug, Clone, Copy)]
+pub struct FileCommit {
+    /// The file's length once the batch is in it (fsynced).
+    pub length: u64,
+    /// Records the batch wrote.
+    pub rows: u64,
+    /// The length is the staging file's.
+    pub staged: bool,
 }
 
 /// The page a run of a batch's records came from.

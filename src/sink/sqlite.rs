@@ -290,6 +290,10 @@ const REJECT_SQL: &str = "INSERT INTO _ingest_rejects (run_id, pipeline, partiti
 /// The pending incremental mark.
 const MARK_SQL: &str = "INSERT INTO _ingest_marks (pipeline, cursor_field, pending, updated_at) VALUES (?, ?, ?, {NOW}) \
      ON CONFLICT (pipeline) DO UPDATE SET cursor_field = excluded.cursor_field, pending = excluded.pending, updated_at = excluded.updated_at";
+/// A file sink's committed length.
+const FILE_SQL: &str = "INSERT INTO _ingest_files (pipeline, length, staged, run_id, updated_at) VALUES (?, ?, ?, ?, {NOW}) \
+     ON CONFLICT (pipeline) DO UPDATE SET length = excluded.length, staged = excluded.staged, \
+     run_id = excluded.run_id, updated_at = excluded.updated_at";
 /// The run's counters.
 const RUN_SQL: &str = "UPDATE _ingest_runs SET pages = pages + ?, records = records + ?, rejects = rejects + ? WHERE id = ?";
 
@@ -546,6 +550,7 @@ impl SqliteSink {
             mut rejects,
             max_cursor,
             origins,
+            file,
         } = batch;
         let new_cols = self.cols.evolve(&records);
         let rows = self.rows(&records, &origins, &mut rejects);
@@ -560,7 +565,19 @@ impl SqliteSink {
             rows: (rows.len() / ncols) as u64,
             rejects: rejects.len() as u64,
         };
-        let (ledger, new_pending) = self.ledger(&states, &rejects, max_cursor, pages, written);
+        let (mut ledger, new_pending) = self.ledger(
+            &states,
+            &rejects,
+            max_cursor,
+            pages,
+            Written {
+                rows: written.rows + file.map_or(0, |f| f.rows),
+                ..written
+            },
+        );
+        if let Some(f) = file {
+            ledger.push(self.file_statement(f));
+        }
         let table = Table {
             ddl: &ddl,
             prefix: &prefix,
@@ -573,7 +590,56 @@ impl SqliteSink {
         if let (Some(m), Some(p)) = (self.marks.as_mut(), new_pending) {
             m.pending = Some(p);
         }
-        Ok(written)
+        Ok(Written {
+            rows: written.rows + file.map_or(0, |f| f.rows),
+            ..written
+        })
+    }
+
+    /// A file sink's committed length, as a ledger statement.
+    fn file_statement(&self, f: super::FileCommit) -> Statement<'static> {
+        Statement {
+            action: "cannot save the file's committed length",
+            sql: FILE_SQL.replace("{NOW}", NOW),
+            values: vec![
+                Sql::Text(self.pipeline.clone().into()),
+                Sql::Int(f.length as i64),
+                Sql::Int(i64::from(f.staged)),
+                Sql::Int(self.run_id),
+            ],
+        }
+    }
+
+    /// A file sink's committed length and whether it is the staging file's
+    /// (none before the file's first run, and after a run completes).
+    pub async fn file_length(&mut self) -> Result<Option<(u64, bool)>, SinkError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT length, staged FROM _ingest_files WHERE pipeline = ?")
+                .bind(&self.pipeline)
+                .fetch_optional(&mut self.conn)
+                .await
+                .map_err(db_err(
+                    &self.path,
+                    "cannot read the file's committed length",
+                ))?;
+        Ok(row.map(|(l, s)| (l.max(0) as u64, s != 0)))
+    }
+
+    /// Save a file sink's committed length outside a batch: the length a
+    /// run starts from, before it writes anything.
+    pub async fn set_file_length(&mut self, length: u64, staged: bool) -> Result<(), SinkError> {
+        sqlx::query(AssertSqlSafe(FILE_SQL.replace("{NOW}", NOW)))
+            .bind(&self.pipeline)
+            .bind(length as i64)
+            .bind(i64::from(staged))
+            .bind(self.run_id)
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_err(
+                &self.path,
+                "cannot save the file's committed length",
+            ))?;
+        Ok(())
     }
 
     /// The batch's ledger statements with their values: each partition's
@@ -908,6 +974,7 @@ impl SqliteSink {
             }
             stmts.push("DELETE FROM _ingest_state WHERE pipeline = ?1".into());
             stmts.push("DELETE FROM _ingest_refresh WHERE pipeline = ?1".into());
+            stmts.push("DELETE FROM _ingest_files WHERE pipeline = ?1".into());
             if let Some(v) = &self.partition_mark {
                 stmts.push(format!(
                     "INSERT INTO _ingest_marks (pipeline, cursor_field, value, pending, updated_at) VALUES ({}, 'partition', {}, NULL, {NOW}) \

@@ -25,19 +25,8 @@ impl LedgerTokens {
     }
 
     async fn load_kept(&self) -> Result<Option<Kept>, SinkError> {
-        let row: Option<(String, String)> = match &self.cfg {
-            SinkConfig::Sqlite(c) => {
-                let mut conn = sqlite::connect(&c.path).await?;
-                sqlx::query_as("SELECT seed, token FROM _ingest_tokens WHERE pipeline = ?")
-                    .bind(&self.pipeline)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(sqlite::db_err(
-                        &c.path.display().to_string(),
-                        "cannot read the kept token",
-                    ))?
-            }
-            SinkConfig::Postgres(c) => {
+        let row: Option<(String, String)> = match (&self.cfg, self.cfg.ledger_db()) {
+            (SinkConfig::Postgres(c), _) => {
                 let mut conn = postgres::connect(c).await?;
                 sqlx::query_as("SELECT seed, token FROM ingest.tokens WHERE pipeline = $1")
                     .bind(&self.pipeline)
@@ -48,31 +37,26 @@ impl LedgerTokens {
                         "cannot read the kept token",
                     ))?
             }
+            (_, Some(db)) if db.exists() => {
+                let mut conn = sqlite::connect(&db).await?;
+                sqlx::query_as("SELECT seed, token FROM _ingest_tokens WHERE pipeline = ?")
+                    .bind(&self.pipeline)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(sqlite::db_err(
+                        &db.display().to_string(),
+                        "cannot read the kept token",
+                    ))?
+            }
+            // no ledger (standard output), or none yet
+            _ => None,
         };
         Ok(row.map(|(seed, token)| Kept { seed, token }))
     }
 
     async fn save_kept(&self, kept: Kept) -> Result<(), SinkError> {
-        match &self.cfg {
-            SinkConfig::Sqlite(c) => {
-                let mut conn = sqlite::connect(&c.path).await?;
-                sqlx::query(
-                    "INSERT INTO _ingest_tokens (pipeline, seed, token, updated_at) \
-                     VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-                     ON CONFLICT (pipeline) DO UPDATE SET seed = excluded.seed, \
-                     token = excluded.token, updated_at = excluded.updated_at",
-                )
-                .bind(&self.pipeline)
-                .bind(&kept.seed)
-                .bind(&kept.token)
-                .execute(&mut conn)
-                .await
-                .map_err(sqlite::db_err(
-                    &c.path.display().to_string(),
-                    "cannot keep the token",
-                ))?;
-            }
-            SinkConfig::Postgres(c) => {
+        match (&self.cfg, self.cfg.ledger_db()) {
+            (SinkConfig::Postgres(c), _) => {
                 let mut conn = postgres::connect(c).await?;
                 sqlx::query(
                     "INSERT INTO ingest.tokens (pipeline, seed, token) VALUES ($1, $2, $3) \
@@ -86,15 +70,35 @@ impl LedgerTokens {
                 .await
                 .map_err(postgres::db_err(&c.shown_url(), "cannot keep the token"))?;
             }
+            (_, Some(db)) => {
+                let mut conn = sqlite::connect(&db).await?;
+                sqlx::query(
+                    "INSERT INTO _ingest_tokens (pipeline, seed, token, updated_at) \
+                     VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                     ON CONFLICT (pipeline) DO UPDATE SET seed = excluded.seed, \
+                     token = excluded.token, updated_at = excluded.updated_at",
+                )
+                .bind(&self.pipeline)
+                .bind(&kept.seed)
+                .bind(&kept.token)
+                .execute(&mut conn)
+                .await
+                .map_err(sqlite::db_err(
+                    &db.display().to_string(),
+                    "cannot keep the token",
+                ))?;
+            }
+            (_, None) => {
+                return Err(SinkError::Schema(
+                    "a sink on standard output keeps no ledger: the rotated refresh token is lost"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
 }
 
-// Each call is driven on a blocking thread: rustc cannot prove sqlx's
-// migration future Send through a boxed future's lifetime (a known
-// higher-ranked lifetime limitation), and a token is kept once an hour at
-// most, so a thread hop costs nothing.
 impl TokenStore for LedgerTokens {
     fn load(&self) -> BoxFuture<'_, Result<Option<Kept>, String>> {
         let this = Self::new(&self.cfg, &self.pipeline);

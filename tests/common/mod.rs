@@ -256,6 +256,36 @@ pub async fn run_example(api: &MockApi, file: &str) -> ExampleRun {
     }
 }
 
+/// Start `ingest run P -q` and SIGKILL it once its run has committed `at`
+/// records in the ledger `ledger` (a condition polled with a deadline, not
+/// a sleep).
+pub async fn kill_when_committed(
+    dir: &Path,
+    api: &str,
+    p: &str,
+    ledger: &Path,
+    at: i64,
+    label: &str,
+) {
+    let mut child = spawn_ingest(dir, api, &["run", p, "-q"]);
+    let pid = child.id().unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while committed(ledger, pid).await < at {
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "{label}: finished before {at} records were committed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: committed fewer than {at} records in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait().await;
+    assert!(committed(ledger, pid).await >= at);
+}
+
 /// Records committed so far by the run of process `pid` (0 before its first
 /// commit, or before the database exists).
 pub async fn committed(db: &std::path::Path, pid: u32) -> i64 {

@@ -554,6 +554,7 @@ impl Target {
             mut rejects,
             max_cursor,
             origins,
+            file: _,
         } = batch;
         if self.unchecked || self.cols.brings_new(&records) {
             self.evolve(tx, &records).await?;
