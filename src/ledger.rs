@@ -8,7 +8,7 @@
 use indexmap::IndexMap;
 
 use crate::config::source::PartitionConfig;
-use crate::config::{Pipeline, WriteMode};
+use crate::config::{Pipeline, SourceConfig, WriteMode};
 use crate::error::Error;
 use crate::run::{RunOptions, usage};
 use crate::sink::Sink;
@@ -68,9 +68,14 @@ pub async fn plan(
     // with no saved state at all this is a new load (a staged one starts empty)
     let fresh = saved.is_empty();
     let extra = incremental_params(p, opts, sink, refresh).await?;
-    let partitions = match &p.source.partition {
-        None => vec![Partition::default()],
-        Some(cfg) => {
+    let own = match own_mark(p, sink, refresh).await? {
+        Some(after) => source.own_partitions(after.as_deref())?,
+        None => None,
+    };
+    let partitions = match (own, p.source.partition()) {
+        (Some(files), _) => files,
+        (None, None) => vec![Partition::default()],
+        (None, Some(cfg)) => {
             let rows = match cfg {
                 PartitionConfig::Query(q) => query_rows(q, sink, refresh).await?,
                 _ => Vec::new(),
@@ -80,7 +85,8 @@ pub async fn plan(
         }
     };
     let total = partitions.len() as u64;
-    let (walks, resumed) = match_saved(p, source, partitions, &extra, saved, restartable, refresh)?;
+    let rereads = restartable || source.rereads_changed();
+    let (walks, resumed) = match_saved(p, source, partitions, &extra, saved, rereads, refresh)?;
     let resumed_records = walks
         .iter()
         .filter_map(|(_, r)| r.as_ref())
@@ -96,6 +102,29 @@ pub async fn plan(
         fresh,
     })
 }
+
+/// For a source that lists its own walks (files): `Some` with the mark
+/// they must be newer than (`incremental = true`, none on a refresh or the
+/// first run); `None` for the others.
+async fn own_mark(
+    p: &Pipeline,
+    sink: &mut Sink,
+    refresh: bool,
+) -> Result<Option<Option<String>>, Error> {
+    let SourceConfig::Files(f) = &p.source else {
+        return Ok(None);
+    };
+    if !f.incremental {
+        return Ok(Some(None));
+    }
+    let marks = sink.load_marks(FILES_MARK).await?;
+    let after = if refresh { None } else { marks.value };
+    tracing::info!(mark = ?after, "reading the files modified after the mark");
+    Ok(Some(after))
+}
+
+/// The incremental mark of a files source: the newest mtime read.
+pub const FILES_MARK: &str = "mtime";
 
 /// The rows of a `query` partition. With a `mark` column, `{mark}` is the
 /// largest value of it over the last completed run, and the sink is told
@@ -142,7 +171,7 @@ async fn incremental_params(
     refresh: bool,
 ) -> Result<Vec<(String, String)>, Error> {
     let mut extra = Vec::new();
-    let Some(inc) = &p.source.incremental else {
+    let Some(inc) = p.source.incremental() else {
         return Ok(extra);
     };
     let marks = sink.load_marks(&inc.cursor_field.to_string()).await?;
@@ -211,7 +240,7 @@ fn match_saved(
     // partitions the interrupted run had and this one does not (another
     // range, step or window): their rows are in the table already
     let defined = matches!(
-        p.source.partition,
+        p.source.partition(),
         Some(PartitionConfig::List(_) | PartitionConfig::Range(_) | PartitionConfig::Dates(_))
     );
     if defined && !restartable {

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Pipeline;
 use crate::config::source::PartitionConfig;
 use crate::config::values::FieldPath;
+use crate::config::{Pipeline, SourceConfig};
 use crate::error::{ConfigError, Error};
 use crate::ledger;
 use crate::sink::tokens::LedgerTokens;
 use crate::sink::{Batch, Reject, Sink, Walks};
 use crate::source::partition::{self, Window};
-use crate::source::{Page, Partition, Source, SourceMetrics};
+use crate::source::{Page, Source, SourceMetrics};
 use crate::transform::Chain;
 use futures::StreamExt;
 
@@ -182,7 +182,8 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     let metrics = source.metrics();
 
     // one run per pipeline and database at a time (cron overlapping itself)
-    let partitioned = p.source.partition.is_some();
+    // files are partitions of their own
+    let partitioned = p.source.partition().is_some() || matches!(p.source, SourceConfig::Files(_));
     let (mut sink, _lock) = Sink::open(&p.sink, &p.name, partitioned).await?;
     source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
     let plan = ledger::plan(p, opts, &mut source, &mut sink).await?;
@@ -194,20 +195,21 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
         Walks::Shared(claims, beat) => (claims, Some(beat)),
     };
 
-    let (rx, producer) = walk(&source, walks, p.source.concurrency, opts.shutdown.clone());
+    let (rx, producer) = walk(
+        &source,
+        walks,
+        p.source.concurrency(),
+        opts.shutdown.clone(),
+    );
     let start = Progress {
-        partitions: if p.source.partition.is_some() {
-            plan.walks_total
-        } else {
-            0
-        },
+        partitions: if partitioned { plan.walks_total } else { 0 },
         partitions_done: plan.complete,
         resumed_records: plan.resumed_records,
         walked: plan.resumed_records,
         ..Progress::default()
     };
     let (wtx, writer) = spawn_writer(sink, metrics.clone(), opts.clone(), start);
-    let cursor_field = p.source.incremental.as_ref().map(|i| &i.cursor_field);
+    let cursor_field = p.source.incremental().map(|i| &i.cursor_field);
     let mut failure = batch(&chain, cursor_field, p.sink.batch_size(), rx, wtx).await;
     producer.abort();
     let _ = producer.await;
@@ -255,8 +257,8 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
 /// `--since`/`--until` fit the pipeline: a `dates` partition or an
 /// incremental source, `end_param` for `--until`, and a window that parses.
 fn check_flags(p: &Pipeline, window: &Window) -> Result<(), Error> {
-    let dates = matches!(p.source.partition, Some(PartitionConfig::Dates(_)));
-    let incremental = p.source.incremental.as_ref();
+    let dates = matches!(p.source.partition(), Some(PartitionConfig::Dates(_)));
+    let incremental = p.source.incremental();
     if (window.since.is_some() || window.until.is_some()) && !dates && incremental.is_none() {
         return Err(usage(
             p,
@@ -462,7 +464,7 @@ async fn batch(
 /// `--since`/`--until` must parse and make a window, checked before the
 /// run touches anything.
 fn check_window(p: &Pipeline, window: &Window) -> Result<(), Error> {
-    if let Some(cfg) = &p.source.partition {
+    if let Some(cfg) = p.source.partition() {
         partition::count(cfg, window).map_err(|(k, m)| {
             // a bound from the command line is named as its flag
             let at = if k.starts_with("--") {
@@ -473,7 +475,7 @@ fn check_window(p: &Pipeline, window: &Window) -> Result<(), Error> {
             usage(p, format!("{at}: {m}"))
         })?;
     }
-    if !matches!(p.source.partition, Some(PartitionConfig::Dates(_))) {
+    if !matches!(p.source.partition(), Some(PartitionConfig::Dates(_))) {
         // the incremental window: times or numbers, like the cursor
         let parse = |flag: &str, v: &Option<String>| -> Result<Option<f64>, Error> {
             let Some(v) = v else { return Ok(None) };
@@ -509,7 +511,12 @@ fn add_page(chain: &Chain, cursor_field: Option<&FieldPath>, batch: &mut Batch, 
         resume,
         url,
         failure,
+        cursor,
     } = page;
+    // a source that knows the page's cursor itself (a file's mtime)
+    if cursor.is_some() {
+        batch.max_cursor = crate::source::incremental::max(batch.max_cursor.take(), cursor);
+    }
     if let Some(f) = failure {
         batch.rejects.push(Reject {
             partition: partition.clone(),
@@ -610,13 +617,19 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     let mut cfg = p.source.clone();
     // one page is fetched: the walk is sequential and polled once, so the
     // second request is only shown, never sent
-    cfg.pagination.max_pages = Some(2);
-    cfg.concurrency = 1;
+    if let SourceConfig::Http(h) = &mut cfg {
+        h.pagination.max_pages = Some(2);
+        h.concurrency = 1;
+    }
     let source = Source::new(&cfg, p.secrets.clone())?;
     // a refresh token the server rotates is spent: the new one is kept even
     // here, or the next run could not authenticate
     source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
-    let part = Partition::default();
+    // a files source previews its first file
+    let part = source
+        .own_partitions(None)?
+        .and_then(|parts| parts.into_iter().next())
+        .unwrap_or_default();
     let mut pages = source.walk(part.clone(), None);
     let page = match pages.next().await {
         Some(r) => r?,

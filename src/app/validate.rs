@@ -16,10 +16,15 @@ pub(super) fn validate(paths: &[PathBuf], set: &[String], no_env: bool) -> anyho
         };
         match config::load(path, &opts) {
             Ok(p) => say!(
-                "ok: {} (pipeline `{}`: {} pagination, {} transform(s), {} into {})",
+                "ok: {} (pipeline `{}`: {}, {} transform(s), {} into {})",
                 path.display(),
                 p.name,
-                p.source.pagination.kind.name(),
+                match &p.source {
+                    config::SourceConfig::Http(h) =>
+                        format!("{} pagination", h.pagination.kind.name()),
+                    config::SourceConfig::Files(f) =>
+                        format!("files matching {}", f.paths.join(", ")),
+                },
                 p.transforms.len(),
                 p.sink.write().name(),
                 p.sink.target()

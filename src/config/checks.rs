@@ -8,8 +8,10 @@ use std::path::Path;
 use toml::de::DeTable;
 
 use super::sink::{JsonlSinkConfig, WriteMode};
-use super::source::{ClientAuth, OAuth2Auth, OAuth2Grant, PartitionConfig};
-use super::{Ctx, PaginationKind, Pipeline, PostgresSinkConfig, SinkConfig};
+use super::source::{
+    ClientAuth, FileFormat, FilesSourceConfig, OAuth2Auth, OAuth2Grant, PartitionConfig,
+};
+use super::{Ctx, HttpSourceConfig, PaginationKind, Pipeline, PostgresSinkConfig, SinkConfig};
 use std::time::Duration;
 
 /// Requests in flight per source, at most. More only piles speculative
@@ -60,7 +62,26 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
             "the pipeline's name is empty or holds a control character; remove `name` to use the file name",
         ));
     }
-    let s = &p.source;
+    key(
+        "sink.batch_size",
+        within(p.sink.batch_size() as u64, 1, MAX_BATCH as u64),
+    );
+    key(
+        "source.concurrency",
+        within(p.source.concurrency() as u64, 1, MAX_CONCURRENCY as u64),
+    );
+    if let Some(s) = p.source.http() {
+        http_limits(s, ctx, tree);
+    }
+}
+
+/// The numbers of an HTTP source.
+fn http_limits(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    let key = |k: &str, r: Result<(), String>| {
+        if let Err(m) = r {
+            ctx.push(ctx.key(tree, k, m));
+        }
+    };
     for &status in &s.pagination.stop_on_status {
         let ok = (400..600).contains(&status);
         key(
@@ -74,10 +95,6 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
             },
         );
     }
-    key(
-        "source.concurrency",
-        within(s.concurrency as u64, 1, MAX_CONCURRENCY as u64),
-    );
     key("source.timeout", at_most(s.timeout, MAX_WAIT));
     key(
         "source.retry.max_attempts",
@@ -106,10 +123,6 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         PaginationKind::Offset(k) => key("source.pagination.limit", within(k.limit, 1, MAX_PAGE)),
         _ => {}
     }
-    key(
-        "sink.batch_size",
-        within(p.sink.batch_size() as u64, 1, MAX_BATCH as u64),
-    );
     if let Some(inc) = &s.incremental
         && let Some(back) = inc.lookback
     {
@@ -129,15 +142,18 @@ pub(super) fn limits(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 
 /// `{name}` in `path` and `params` must be filled by the partition.
 pub(super) fn placeholders(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    let filled: &[&str] = match &p.source.partition {
+    let Some(source) = p.source.http() else {
+        return;
+    };
+    let filled: &[&str] = match &source.partition {
         None => &[],
         Some(PartitionConfig::List(_) | PartitionConfig::Range(_)) => &["value"],
         Some(PartitionConfig::Dates(_)) => &["start", "end"],
         // a query's columns are known only when it runs
         Some(PartitionConfig::Query(_)) => return,
     };
-    let mut places = vec![("source.path".to_string(), p.source.path.clone())];
-    for (k, v) in &p.source.params {
+    let mut places = vec![("source.path".to_string(), source.path.clone())];
+    for (k, v) in &source.params {
         places.push((format!("source.params.{k}"), v.0.clone()));
     }
     for (at, text) in places {
@@ -327,6 +343,39 @@ pub(super) fn postgres(c: &PostgresSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>
             tree,
             "sink.lease",
             "must be between 1s and 1h: a heartbeat renews it three times per lease",
+        ));
+    }
+}
+
+/// A files source: globs that compile, a delimiter of one character, and
+/// `records` only where a JSON document has it.
+pub(super) fn files(f: &FilesSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    if f.paths.is_empty() {
+        ctx.push(ctx.key(
+            tree,
+            "source.paths",
+            "lists no file: write globs like [\"in/*.json\", \"in/**/*.csv\"]",
+        ));
+    }
+    for g in &f.paths {
+        if let Err(e) = globset::Glob::new(g) {
+            ctx.push(ctx.key(tree, "source.paths", format!("`{g}` is not a glob: {e}")));
+        }
+    }
+    if let Some(d) = &f.delimiter
+        && (d.len() != 1 || !d.is_ascii())
+    {
+        ctx.push(ctx.key(
+            tree,
+            "source.delimiter",
+            "is one ASCII character, like \",\" or \";\" or \"\\t\"",
+        ));
+    }
+    if !f.records.is_root() && matches!(f.format, FileFormat::Ndjson | FileFormat::Csv) {
+        ctx.push(ctx.key(
+            tree,
+            "source.records",
+            "applies to JSON documents; NDJSON and CSV files hold one record a line or row",
         ));
     }
 }

@@ -40,7 +40,7 @@ pub struct Pipeline {
     /// Free text.
     pub description: Option<String>,
     /// The source.
-    pub source: HttpSourceConfig,
+    pub source: SourceConfig,
     /// Transforms, in order.
     pub transforms: Vec<TransformConfig>,
     /// The sink.
@@ -245,24 +245,25 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
     let original = root.clone();
     let mut raw = deserialize(&ctx, root, &original)?;
     resolve_paths(&mut raw.sink, path);
-    let SourceConfig::Http(mut source) = raw.source;
-    if source.concurrency == values::AUTO_CONCURRENCY {
-        source.auto_concurrency = true;
-        source.concurrency = source.max_concurrency.unwrap_or(32);
+    let mut source = raw.source;
+    match &mut source {
+        SourceConfig::Http(h) if h.concurrency == values::AUTO_CONCURRENCY => {
+            h.auto_concurrency = true;
+            h.concurrency = h.max_concurrency.unwrap_or(32);
+        }
+        SourceConfig::Files(f) => f.base = resolve(Path::new("."), path),
+        SourceConfig::Http(_) => {}
     }
     let name = raw.name.unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "pipeline".into())
     });
-    let secrets = ctx
-        .secrets
-        .with(source.auth.secrets())
-        .with(raw.sink.secrets());
+    let secrets = ctx.secrets.with(source.secrets()).with(raw.sink.secrets());
     let pipeline = Pipeline {
         name,
         description: raw.description,
-        source: *source,
+        source,
         transforms: raw.transforms,
         sink: raw.sink,
         file: path.to_path_buf(),
@@ -707,7 +708,10 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
 
 /// Every check serde cannot make; each failure is pushed to `ctx`.
 fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
-    check_source(&p.source, ctx, tree);
+    match &p.source {
+        SourceConfig::Http(h) => check_source(h, ctx, tree),
+        SourceConfig::Files(f) => checks::files(f, ctx, tree),
+    }
     check_sink(p, ctx, tree);
     for (i, t) in p.transforms.iter().enumerate() {
         for (key, message) in t.problems() {

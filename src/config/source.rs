@@ -1,5 +1,6 @@
-//! `[source]`: where records come from. Only `kind = "http"` exists today; a
-//! new kind is a new variant of [`SourceConfig`].
+//! `[source]`: where records come from: `kind = "http"` (a paginated API)
+//! or `kind = "files"` (JSON, NDJSON and CSV files by glob). A new kind is a
+//! new variant of [`SourceConfig`].
 
 use std::time::Duration;
 
@@ -15,6 +16,98 @@ use super::values::{FieldPath, RateLimit, Scalar};
 pub enum SourceConfig {
     /// A paginated HTTP API.
     Http(Box<HttpSourceConfig>),
+    /// Files on this machine.
+    Files(Box<FilesSourceConfig>),
+}
+
+impl SourceConfig {
+    /// The HTTP source's settings.
+    pub fn http(&self) -> Option<&HttpSourceConfig> {
+        match self {
+            SourceConfig::Http(h) => Some(h),
+            SourceConfig::Files(_) => None,
+        }
+    }
+
+    /// `[source.partition]` (files are partitions of their own).
+    pub fn partition(&self) -> Option<&PartitionConfig> {
+        self.http().and_then(|h| h.partition.as_ref())
+    }
+
+    /// `[source.incremental]` of an HTTP source.
+    pub fn incremental(&self) -> Option<&IncrementalConfig> {
+        self.http().and_then(|h| h.incremental.as_ref())
+    }
+
+    /// Walks at once: requests in flight, or files read at once.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            SourceConfig::Http(h) => h.concurrency,
+            SourceConfig::Files(f) => f.concurrency,
+        }
+    }
+
+    /// How the walk goes, for messages: the pagination kind, or `files`.
+    pub fn walk_kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Http(h) => h.pagination.kind.name(),
+            SourceConfig::Files(_) => "files",
+        }
+    }
+
+    /// Secret material of the source.
+    pub fn secrets(&self) -> Vec<String> {
+        self.http().map(|h| h.auth.secrets()).unwrap_or_default()
+    }
+}
+
+fn four() -> usize {
+    4
+}
+
+/// `kind = "files"`: every file the globs match, each a walk of its own
+/// (and the unit of resume), read `concurrency` at a time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSourceConfig {
+    /// Globs, relative to the pipeline file (`in/*.json`, `in/**/*.ndjson`).
+    pub paths: Vec<String>,
+    /// How a file is read: by its extension (`auto`), or one format for all.
+    #[serde(default)]
+    pub format: FileFormat,
+    /// JSON files: where the record array is ("" = the document itself).
+    #[serde(default)]
+    pub records: FieldPath,
+    /// Files read at once.
+    #[serde(default = "four")]
+    pub concurrency: usize,
+    /// Read only the files modified after the last completed run's newest.
+    #[serde(default)]
+    pub incremental: bool,
+    /// CSV: the field separator (one character).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// A file that does not parse: fail the run, or record it and go on.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The directory the globs are relative to (set by the loader).
+    #[serde(skip)]
+    pub base: std::path::PathBuf,
+}
+
+/// How a file's records are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// By extension: `.json`, `.ndjson`/`.jsonl`, `.csv`.
+    #[default]
+    Auto,
+    /// One JSON document (an array, or `records` inside it).
+    Json,
+    /// One JSON value per line.
+    Ndjson,
+    /// A header row, then one record per row.
+    Csv,
 }
 
 fn default_timeout() -> Duration {

@@ -4,6 +4,12 @@ use std::path::Path;
 
 use super::*;
 
+fn http(p: &Pipeline) -> &HttpSourceConfig {
+    p.source
+        .http()
+        .unwrap_or_else(|| panic!("not an HTTP source"))
+}
+
 const BASE: &str = r#"name = "posts"
 
 [source]
@@ -62,12 +68,12 @@ fn err(text: &str) -> String {
 fn loads_the_example() {
     let p = load_with(BASE, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.name, "posts");
-    assert_eq!(p.source.base_url, "http://127.0.0.1:9");
-    assert!(matches!(p.source.auth, source::AuthConfig::Bearer(ref b) if b.token == "tok-123456"));
+    assert_eq!(http(&p).base_url, "http://127.0.0.1:9");
+    assert!(matches!(http(&p).auth, source::AuthConfig::Bearer(ref b) if b.token == "tok-123456"));
     assert!(
-        matches!(p.source.pagination.kind, PaginationKind::PageNumber(ref k) if k.size == Some(10))
+        matches!(http(&p).pagination.kind, PaginationKind::PageNumber(ref k) if k.size == Some(10))
     );
-    assert!(p.source.pagination.total.is_some());
+    assert!(http(&p).pagination.total.is_some());
     assert_eq!(p.sink.primary_key(), vec!["id".to_string()]);
     assert_eq!(p.secrets.redact("Bearer tok-123456"), "Bearer ***");
 }
@@ -188,15 +194,15 @@ fn overrides_apply_and_report() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        p.source.params.get("userId").map(|s| s.0.as_str()),
+        http(&p).params.get("userId").map(|s| s.0.as_str()),
         Some("3")
     );
     assert_eq!(
-        p.source.params.get("_limit").map(|s| s.0.as_str()),
+        http(&p).params.get("_limit").map(|s| s.0.as_str()),
         Some("10")
     );
     assert_eq!(p.sink.table(), "posts2");
-    assert_eq!(p.source.pagination.max_pages, Some(2));
+    assert_eq!(http(&p).pagination.max_pages, Some(2));
     let e = load_with(BASE, &["source.concurrency=many".into()])
         .map(|_| ())
         .unwrap_err()

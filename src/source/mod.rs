@@ -1,4 +1,6 @@
-//! The HTTP source: walks a paginated API as an async stream of [`Page`]s.
+//! Sources: [`Source`] is an HTTP API ([`HttpSource`], this module) or files
+//! ([`files`]). The HTTP source walks a paginated API as an async stream of
+//! [`Page`]s.
 //!
 //! Each page carries its records and the [`Resume`] point *after* it, which
 //! the sink commits in the same transaction as the rows. Pages come out in
@@ -9,6 +11,7 @@
 //! the writes downstream through the bounded channel.
 
 pub mod adaptive;
+pub mod files;
 pub mod http;
 pub mod incremental;
 pub mod json;
@@ -28,8 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::config::HttpSourceConfig;
 use crate::config::values::FieldPath;
+use crate::config::{HttpSourceConfig, SourceConfig};
 use crate::redact::Secrets;
 use http::{HttpClient, Response};
 use paginate::Paginator;
@@ -90,6 +93,14 @@ pub enum HttpError {
     /// No OAuth2 access token could be had.
     #[error(transparent)]
     Auth(#[from] oauth::AuthError),
+    /// A file of a files source could not be read as its format says.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong, and where in the file.
+        message: String,
+    },
 }
 
 fn plural(n: u32) -> &'static str {
@@ -162,6 +173,9 @@ pub struct Page {
     pub url: String,
     /// Set when the page failed for good and `on_error = "skip"`.
     pub failure: Option<PageFailure>,
+    /// The incremental cursor the page moves the mark to, when the source
+    /// knows it without looking into records (a file's mtime).
+    pub cursor: Option<String>,
 }
 
 /// A page that failed for good.
@@ -176,9 +190,98 @@ pub struct PageFailure {
 /// Failed pages in a row after which a walk gives up, under `on_error = "skip"`.
 pub const MAX_SKIPPED_IN_A_ROW: u32 = 3;
 
-/// A source, ready to walk.
+/// A source, ready to walk: an HTTP API, or files. The run driver and the
+/// ledger talk to this; each kind walks a partition as a stream of pages.
 #[derive(Clone)]
-pub struct Source {
+pub enum Source {
+    /// A paginated HTTP API.
+    Http(HttpSource),
+    /// Files on this machine.
+    Files(files::FileSource),
+}
+
+impl Source {
+    /// Build the source a pipeline's `[source]` describes.
+    pub fn new(cfg: &SourceConfig, secrets: Secrets) -> Result<Self, HttpError> {
+        Ok(match cfg {
+            SourceConfig::Http(h) => Source::Http(HttpSource::new(h, secrets)?),
+            SourceConfig::Files(f) => Source::Files(files::FileSource::new(f)),
+        })
+    }
+
+    /// OAuth2: where rotated refresh tokens are kept.
+    pub fn keep_tokens(&self, store: Arc<dyn oauth::TokenStore>) {
+        if let Source::Http(h) = self {
+            h.keep_tokens(store);
+        }
+    }
+
+    /// Restart a resumed walk whose saved position the API refuses.
+    pub fn restart_expired(&mut self, yes: bool) {
+        if let Source::Http(h) = self {
+            h.restart_expired(yes);
+        }
+    }
+
+    /// The source's counters.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        match self {
+            Source::Http(h) => h.metrics(),
+            Source::Files(f) => f.metrics(),
+        }
+    }
+
+    /// The pagination kind's name, or `files`.
+    pub fn pagination_kind(&self) -> &'static str {
+        match self {
+            Source::Http(h) => h.pagination_kind(),
+            Source::Files(_) => "files",
+        }
+    }
+
+    /// What a saved position of this partition depends on.
+    pub fn depends(&self, part: &Partition) -> String {
+        match self {
+            Source::Http(h) => h.depends(part),
+            Source::Files(f) => f.depends(part),
+        }
+    }
+
+    /// Walk one partition from `resume` (or from the start).
+    pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
+        match self {
+            Source::Http(h) => h.walk(part, resume),
+            Source::Files(f) => f.walk(part, resume),
+        }
+    }
+
+    /// The request a walk sends at `pos`, as text (files: the file and offset).
+    pub fn shown_request(&self, part: &Partition, pos: &Position) -> Result<String, HttpError> {
+        match self {
+            Source::Http(h) => h.shown_request(part, pos),
+            Source::Files(_) => Ok(format!("{} from {pos:?}", part.key)),
+        }
+    }
+
+    /// The walks a source defines itself (files: one per matching file,
+    /// modified after `after` when given); `None` for an HTTP source.
+    pub fn own_partitions(&self, after: Option<&str>) -> Result<Option<Vec<Partition>>, HttpError> {
+        match self {
+            Source::Http(_) => Ok(None),
+            Source::Files(f) => f.list(after).map(Some),
+        }
+    }
+
+    /// A file changed since its position was saved is read again from
+    /// its start, whatever the write mode: its position means nothing now.
+    pub fn rereads_changed(&self) -> bool {
+        matches!(self, Source::Files(_))
+    }
+}
+
+/// An HTTP source, ready to walk.
+#[derive(Clone)]
+pub struct HttpSource {
     cfg: Arc<HttpSourceConfig>,
     client: Arc<HttpClient>,
     paginator: Arc<Paginator>,
@@ -191,7 +294,7 @@ pub struct Source {
 
 type PageStream = std::pin::Pin<Box<dyn Stream<Item = Result<Page, HttpError>> + Send>>;
 
-impl Source {
+impl HttpSource {
     /// Build the client.
     pub fn new(cfg: &HttpSourceConfig, secrets: Secrets) -> Result<Self, HttpError> {
         let metrics = Arc::new(SourceMetrics::default());
@@ -289,7 +392,7 @@ impl Source {
     /// Walk one partition from `resume` (or from the start) as a stream of
     /// pages in walk order. The last page has `resume: None`. Every kind's
     /// first page, and all of a non-addressable walk, go one at a time;
-    /// addressable walks then fetch ahead ([`Source::fetch_ahead`]).
+    /// addressable walks then fetch ahead ([`HttpSource::fetch_ahead`]).
     pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
         let this = self.clone();
         Box::pin(async_stream::try_stream! {
@@ -503,6 +606,7 @@ impl Source {
             resume: None,
             url: String::new(),
             failure: None,
+            cursor: None,
         }
     }
 
@@ -536,6 +640,7 @@ impl Source {
             | HttpError::Loop { url, .. } => (url.clone(), None),
             HttpError::Client(_) => (String::new(), None),
             HttpError::Auth(a) => (a.url.clone(), None),
+            HttpError::File { path, .. } => (path.clone(), None),
         };
         tracing::warn!(partition = %part.key, url = %url, "skipping a page that failed: {e}");
         let page = Page {
@@ -550,6 +655,7 @@ impl Source {
                 status,
                 message: e.to_string(),
             }),
+            cursor: None,
         };
         (page, next)
     }
@@ -696,6 +802,7 @@ impl Source {
                 resume,
                 url: shown,
                 failure: None,
+                cursor: None,
             },
             next,
         ))

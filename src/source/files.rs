@@ -1,0 +1,496 @@
+//! The files source (`kind = "files"`): every file the globs match is a
+//! walk of its own, keyed by its path relative to the pipeline file, and
+//! `concurrency` files are read at once (the seed's aiofiles + gather).
+//!
+//! A file is read on a blocking thread and handed over in pages of
+//! [`PAGE_RECORDS`] records through a channel of two, so memory stays flat
+//! for any size: NDJSON line by line, CSV row by row (the `csv` crate; the
+//! header row names the fields), a JSON document whole (it is one value).
+//! Each page's resume point is where the next one starts: a byte offset
+//! (NDJSON, CSV) or a record index (JSON), so a killed run continues inside
+//! the file it was reading. A file whose size or mtime changed since its
+//! position was saved is read again from the start (`depends`).
+//! `incremental = true` reads only files modified after the newest one the
+//! last completed run read.
+
+use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Map, Value};
+
+use super::{HttpError, Page, PageFailure, PageStream, Partition, Position, Resume, SourceMetrics};
+use crate::config::source::{FileFormat, FilesSourceConfig, OnError};
+
+/// Records per page handed to the run.
+pub const PAGE_RECORDS: usize = 1000;
+
+/// Lines longer than this are refused (a binary file, or no newlines).
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// A files source, ready to walk.
+#[derive(Clone)]
+pub struct FileSource {
+    cfg: Arc<FilesSourceConfig>,
+    metrics: Arc<SourceMetrics>,
+}
+
+/// What one file's walk needs to know, moved to its reading thread.
+struct Reading {
+    part: Arc<str>,
+    path: PathBuf,
+    format: FileFormat,
+    cfg: Arc<FilesSourceConfig>,
+    metrics: Arc<SourceMetrics>,
+    depends: String,
+    mtime: Option<String>,
+}
+
+type Tx = tokio::sync::mpsc::Sender<Result<Page, HttpError>>;
+
+fn file_err(path: &Path, message: impl Into<String>) -> HttpError {
+    HttpError::File {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// A file's mtime as RFC 3339 (nanoseconds), the incremental mark's unit.
+fn mtime_of(meta: &std::fs::Metadata) -> Option<String> {
+    let t = meta.modified().ok()?;
+    jiff::Timestamp::try_from(t).ok().map(|t| t.to_string())
+}
+
+impl FileSource {
+    /// The source a `[source] kind = "files"` describes.
+    pub fn new(cfg: &FilesSourceConfig) -> Self {
+        Self {
+            cfg: Arc::new(cfg.clone()),
+            metrics: Arc::new(SourceMetrics::default()),
+        }
+    }
+
+    /// The source's counters.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Every file the globs match, in path order, one partition each; with
+    /// `after`, only those modified after it.
+    pub fn list(&self, after: Option<&str>) -> Result<Vec<Partition>, HttpError> {
+        let after: Option<jiff::Timestamp> = after.and_then(|a| a.parse().ok());
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        for pattern in &self.cfg.paths {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| file_err(Path::new(pattern), format!("not a glob: {e}")))?
+                .compile_matcher();
+            let root = self.cfg.base.join(literal_prefix(pattern));
+            for entry in walkdir::WalkDir::new(&root)
+                .follow_links(true)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_file())
+            {
+                let rel = entry
+                    .path()
+                    .strip_prefix(&self.cfg.base)
+                    .unwrap_or(entry.path());
+                let candidate = if Path::new(pattern).is_absolute() {
+                    entry.path()
+                } else {
+                    rel
+                };
+                if !glob.is_match(candidate) {
+                    continue;
+                }
+                let modified = entry.metadata().ok().as_ref().and_then(mtime_of);
+                let newer = match (
+                    after,
+                    modified
+                        .as_deref()
+                        .and_then(|m| m.parse::<jiff::Timestamp>().ok()),
+                ) {
+                    (Some(a), Some(m)) => m > a,
+                    _ => true,
+                };
+                if newer {
+                    found.push((rel.display().to_string(), entry.path().to_path_buf()));
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        if found.is_empty() && after.is_none() {
+            tracing::warn!(paths = ?self.cfg.paths, base = %self.cfg.base.display(), "no file matches the source's paths");
+        }
+        Ok(found
+            .into_iter()
+            .map(|(key, path)| Partition {
+                key: key.into(),
+                vars: [("file".to_string(), path.display().to_string())]
+                    .into_iter()
+                    .collect(),
+                params: Vec::new(),
+            })
+            .collect())
+    }
+
+    fn path(part: &Partition) -> PathBuf {
+        PathBuf::from(part.vars.get("file").cloned().unwrap_or_default())
+    }
+
+    /// A saved position holds while the file keeps its size and mtime and
+    /// is read as the same format.
+    pub fn depends(&self, part: &Partition) -> String {
+        let path = Self::path(part);
+        let (size, mtime) = std::fs::metadata(&path)
+            .map(|m| (m.len(), mtime_of(&m).unwrap_or_default()))
+            .unwrap_or_default();
+        format!(
+            "file={:016x},format={:016x}",
+            super::fnv1a(&format!("{size} {mtime}")),
+            super::fnv1a(&format!(
+                "{:?} {} {:?}",
+                format_of(self.cfg.format, &path),
+                self.cfg.records,
+                self.cfg.delimiter
+            ))
+        )
+    }
+
+    /// Read one file from `resume` (or its start) as a stream of pages.
+    pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
+        let path = Self::path(&part);
+        let mtime = std::fs::metadata(&path).ok().as_ref().and_then(mtime_of);
+        let reading = Reading {
+            part: part.key.clone(),
+            format: format_of(self.cfg.format, &path),
+            depends: self.depends(&part),
+            path,
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+            mtime: mtime.filter(|_| self.cfg.incremental),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let errors = tx.clone();
+            if let Err(e) = reading.read(resume, &tx) {
+                let _ = errors.blocking_send(Err(e));
+            }
+        });
+        Box::pin(async_stream::stream! {
+            while let Some(page) = rx.recv().await {
+                yield page;
+            }
+        })
+    }
+}
+
+/// The directories of a glob before its first wildcard: where to walk.
+fn literal_prefix(pattern: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    let parts: Vec<&str> = pattern.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        if last || part.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        if part.is_empty() && i == 0 {
+            out.push("/");
+        } else {
+            out.push(part);
+        }
+    }
+    out
+}
+
+/// The format of a file: as configured, or by its extension.
+fn format_of(configured: FileFormat, path: &Path) -> FileFormat {
+    if configured != FileFormat::Auto {
+        return configured;
+    }
+    match path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("ndjson" | "jsonl") => FileFormat::Ndjson,
+        Some("csv" | "tsv") => FileFormat::Csv,
+        _ => FileFormat::Json,
+    }
+}
+
+impl Reading {
+    fn err(&self, message: impl Into<String>) -> HttpError {
+        file_err(&self.path, message)
+    }
+
+    fn open(&self) -> Result<std::fs::File, HttpError> {
+        std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))
+    }
+
+    fn read(&self, resume: Option<Resume>, tx: &Tx) -> Result<(), HttpError> {
+        let st = resume.unwrap_or(Resume {
+            position: Position::Offset(0),
+            pages: 0,
+            records: 0,
+            page_size: None,
+            total: None,
+            depends: None,
+        });
+        let at = match st.position {
+            Position::Offset(n) => n,
+            _ => 0,
+        };
+        match self.format {
+            FileFormat::Csv => self.csv(at, st, tx),
+            FileFormat::Json => self.json(at, st, tx),
+            FileFormat::Ndjson | FileFormat::Auto => self.ndjson(at, st, tx),
+        }
+    }
+
+    /// Hand a page over; `next` is where the following one starts (`None`:
+    /// the file is done). False once the run stopped listening.
+    fn send(
+        &self,
+        tx: &Tx,
+        records: Vec<Value>,
+        next: Option<u64>,
+        st: &mut Resume,
+        failure: Option<PageFailure>,
+    ) -> bool {
+        let n = records.len() as u64;
+        st.pages += 1;
+        st.records += n;
+        self.metrics.pages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.records.fetch_add(n, Ordering::Relaxed);
+        let page = Page {
+            partition: self.part.clone(),
+            records,
+            resume: next.map(|at| Resume {
+                position: Position::Offset(at),
+                depends: Some(self.depends.clone()),
+                ..st.clone()
+            }),
+            url: self.path.display().to_string(),
+            failure,
+            cursor: self.mtime.clone(),
+        };
+        tx.blocking_send(Ok(page)).is_ok()
+    }
+
+    /// A record that does not parse: the run fails, or (`on_error = "skip"`)
+    /// it is recorded as a reject and the file goes on.
+    fn bad(&self, at: u64, message: String) -> Result<PageFailure, HttpError> {
+        let message = format!("the record at byte {at} does not parse: {message}");
+        match self.cfg.on_error {
+            OnError::Fail => Err(self.err(message)),
+            OnError::Skip => Ok(PageFailure {
+                status: None,
+                message,
+            }),
+        }
+    }
+
+    /// A record at `start` that does not parse: fail, or hand over the page
+    /// so far with the reject (the file continues at `next`). False once
+    /// the run stopped listening.
+    fn reject(
+        &self,
+        tx: &Tx,
+        page: &mut Vec<Value>,
+        (start, next): (u64, u64),
+        st: &mut Resume,
+        message: String,
+    ) -> Result<bool, HttpError> {
+        let failure = self.bad(start, message)?;
+        Ok(self.send(tx, std::mem::take(page), Some(next), st, Some(failure)))
+    }
+
+    fn ndjson(&self, mut at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+        let mut file = self.open()?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let mut line = Vec::new();
+        let mut page = Vec::with_capacity(PAGE_RECORDS);
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| self.err(format!("cannot read at byte {at}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if n > MAX_LINE {
+                return Err(self.err(format!("the line at byte {at} is longer than 64 MiB")));
+            }
+            let start = at;
+            at += n as u64;
+            let text = match std::str::from_utf8(&line) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let message = format!("not UTF-8 ({e})");
+                    if !self.reject(tx, &mut page, (start, at), &mut st, message)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            match super::json::parse(text) {
+                Ok(v) => page.push(v),
+                Err(e) => {
+                    if !self.reject(tx, &mut page, (start, at), &mut st, e.to_string())? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            if page.len() >= PAGE_RECORDS
+                && !self.send(tx, std::mem::take(&mut page), Some(at), &mut st, None)
+            {
+                return Ok(());
+            }
+        }
+        self.send(tx, page, None, &mut st, None);
+        Ok(())
+    }
+
+    fn csv(&self, at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+        let delimiter = self
+            .cfg
+            .delimiter
+            .as_deref()
+            .and_then(|d| d.bytes().next())
+            .unwrap_or(if self.path.extension().is_some_and(|e| e == "tsv") {
+                b'\t'
+            } else {
+                b','
+            });
+        let builder = || {
+            let mut b = csv::ReaderBuilder::new();
+            b.delimiter(delimiter).flexible(true);
+            b
+        };
+        // the header row, read from the start whatever the offset
+        let headers = builder()
+            .from_reader(self.open()?)
+            .headers()
+            .map_err(|e| self.err(format!("cannot read the header row: {e}")))?
+            .clone();
+        let names: Vec<String> = headers.iter().map(str::to_string).collect();
+        let mut file = self.open()?;
+        let mut reader = if at == 0 {
+            builder().has_headers(true).from_reader(file)
+        } else {
+            file.seek(SeekFrom::Start(at))
+                .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
+            builder().has_headers(false).from_reader(file)
+        };
+        let base = at;
+        let mut row = csv::StringRecord::new();
+        let mut page = Vec::with_capacity(PAGE_RECORDS);
+        loop {
+            let start = base + reader.position().byte();
+            match reader.read_record(&mut row) {
+                Ok(false) => break,
+                Ok(true) => page.push(Value::Object(
+                    names
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+                        .collect::<Map<String, Value>>(),
+                )),
+                Err(e) => {
+                    let next = base + reader.position().byte();
+                    if !self.reject(tx, &mut page, (start, next), &mut st, e.to_string())? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            let next = base + reader.position().byte();
+            if page.len() >= PAGE_RECORDS
+                && !self.send(tx, std::mem::take(&mut page), Some(next), &mut st, None)
+            {
+                return Ok(());
+            }
+        }
+        self.send(tx, page, None, &mut st, None);
+        Ok(())
+    }
+
+    /// A JSON document is one value: read whole, then handed over in pages
+    /// from record `from` on.
+    fn json(&self, from: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+        let mut text = String::new();
+        self.open()?
+            .read_to_string(&mut text)
+            .map_err(|e| self.err(format!("cannot read as UTF-8 text: {e}")))?;
+        let mut doc = match super::json::parse(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                let failure = self.bad(0, e.to_string())?;
+                self.send(tx, Vec::new(), None, &mut st, Some(failure));
+                return Ok(());
+            }
+        };
+        drop(text);
+        // a single object is one record
+        let records = match (&doc, self.cfg.records.is_root()) {
+            (Value::Object(_), true) => vec![std::mem::take(&mut doc)],
+            _ => super::take_records(&mut doc, &self.cfg.records).map_err(|m| self.err(m))?,
+        };
+        let total = records.len() as u64;
+        let mut next = from;
+        let mut rest = records.into_iter().skip(from as usize).peekable();
+        while rest.peek().is_some() {
+            let page: Vec<Value> = rest.by_ref().take(PAGE_RECORDS).collect();
+            next += page.len() as u64;
+            let more = next < total;
+            if !self.send(tx, page, more.then_some(next), &mut st, None) {
+                return Ok(());
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+        self.send(tx, Vec::new(), None, &mut st, None);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_starts_below_the_globs_literal_directories() {
+        assert_eq!(literal_prefix("in/*.json"), PathBuf::from("in"));
+        assert_eq!(literal_prefix("in/**/*.ndjson"), PathBuf::from("in"));
+        assert_eq!(literal_prefix("a/b/c.csv"), PathBuf::from("a/b"));
+        assert_eq!(literal_prefix("*.csv"), PathBuf::new());
+        assert_eq!(literal_prefix("/data/x/*.csv"), PathBuf::from("/data/x"));
+    }
+
+    #[test]
+    fn formats_follow_the_extension() {
+        let f = |p: &str| format_of(FileFormat::Auto, Path::new(p));
+        assert_eq!(f("a.ndjson"), FileFormat::Ndjson);
+        assert_eq!(f("a.JSONL"), FileFormat::Ndjson);
+        assert_eq!(f("a.csv"), FileFormat::Csv);
+        assert_eq!(f("a.json"), FileFormat::Json);
+        assert_eq!(
+            format_of(FileFormat::Csv, Path::new("a.txt")),
+            FileFormat::Csv
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The files source against the real binary and the real SQLite file: JSON,
+//! NDJSON and CSV (quoted commas and newlines) by glob; SIGKILLs midway and
+//! an exact resume inside the file being read; a file changed since its
+//! position was saved read again; incremental runs by mtime; a line that
+//! does not parse, failing the run or recorded as a reject.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn pipeline(dir: &Path, extra: &str, sink_extra: &str) -> String {
+    let text = format!(
+        r#"[source]
+kind = "files"
+paths = ["in/*.json", "in/**/*.ndjson", "in/*.csv"]
+concurrency = 2
+{extra}
+
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "recs"
+batch_size = 100
+{sink_extra}
+"#
+    );
+    write(dir, "p.toml", &text).display().to_string()
+}
+
+fn put(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+/// `n` NDJSON records with ids from `first`.
+fn ndjson(first: u64, n: u64) -> String {
+    let mut s = String::new();
+    for id in first..first + n {
+        s.push_str(
+            &json!({"id": id, "name": format!("rec \"{id}\" ünï"), "tags": ["a", id % 7]})
+                .to_string(),
+        );
+        s.push('\n');
+    }
+    s
+}
+
+async fn ids(db: &Path) -> Vec<i64> {
+    rows(db, "recs", "id")
+        .await
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_ndjson_and_csv_land_as_written() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // CSV has no types: the id column is declared, so every file's ids agree
+    put(
+        d,
+        "in/a.json",
+        r#"[{"id": 1, "name": "one", "nested": {"k": [1, 2]}}, {"id": 2, "name": null}]"#,
+    );
+    put(
+        d,
+        "in/deep/er/b.ndjson",
+        "{\"id\": 3, \"name\": \"three\"}\n\n{\"id\": 4, \"name\": \"naïve 日本語\"}\r\n",
+    );
+    put(
+        d,
+        "in/c.csv",
+        "id,name,note\n5,\"Smith, Jane\",\"she said \"\"hi\"\"\"\n6,multi,\"line one\nline two\"\n7,,\n",
+    );
+    put(d, "in/ignored.txt", "not matched");
+    let p = pipeline(d, "", "[sink.columns]\nid = \"integer\"");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p, "--output", "json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&d.join("out.db"), "recs", "id").await;
+    let want = vec![
+        json!({"id": 1, "name": "one", "nested": "{\"k\":[1,2]}", "note": null}),
+        json!({"id": 2, "name": null, "nested": null, "note": null}),
+        json!({"id": 3, "name": "three", "nested": null, "note": null}),
+        json!({"id": 4, "name": "naïve 日本語", "nested": null, "note": null}),
+        json!({"id": 5, "name": "Smith, Jane", "nested": null, "note": "she said \"hi\""}),
+        json!({"id": 6, "name": "multi", "nested": null, "note": "line one\nline two"}),
+        json!({"id": 7, "name": "", "nested": null, "note": ""}),
+    ];
+    assert_eq!(got, want);
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+    assert_eq!(report["records"], 7, "{}", out.stdout);
+    assert_eq!(report["pages"], 3, "one page per file: {}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_midway_resume_inside_the_files_exactly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // 60,000 records in 100-record transactions: hundreds of commits to kill between
+    put(d, "in/big.ndjson", &ndjson(1, 40_000));
+    let mut csv = String::from("id,name\n");
+    for id in 40_001..=60_000u64 {
+        csv.push_str(&format!("{id},\"row, {id}\"\n"));
+    }
+    put(d, "in/rows.csv", &csv);
+    let p = pipeline(d, "", "[sink.columns]\nid = \"integer\"");
+    let db = d.join("out.db");
+    // each threshold counts the records of that run alone
+    for (i, at) in [3_000, 14_000, 12_000].into_iter().enumerate() {
+        kill_when_committed(d, "http://127.0.0.1:9", &p, &db, at, &format!("kill {i}")).await;
+    }
+    let saved = scalar(
+        &db,
+        "SELECT count(*) FROM _ingest_state WHERE resume IS NOT NULL",
+    )
+    .await;
+    assert!(saved >= 1, "no resume point inside a file");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("resuming the interrupted run"),
+        "{}",
+        out.stderr
+    );
+    let got = ids(&db).await;
+    let want: Vec<i64> = (1..=60_000).collect();
+    assert_eq!(got.len(), want.len(), "rows");
+    let first_bad = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(
+        first_bad.is_none(),
+        "every record once: first difference at row {first_bad:?}"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT sum(records) FROM _ingest_runs").await,
+        60_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_since_its_position_was_saved_is_read_again() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/big.ndjson", &ndjson(1, 30_000));
+    let p = pipeline(d, "", "write = \"merge\"\nprimary_key = [\"id\"]");
+    let db = d.join("out.db");
+    kill_when_committed(d, "http://127.0.0.1:9", &p, &db, 2_000, "kill").await;
+    // the file is rewritten: other records, other size
+    put(d, "in/big.ndjson", &ndjson(100_001, 500));
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("walking this partition again from the start"),
+        "{}",
+        out.stderr
+    );
+    let got = ids(&db).await;
+    // what the killed run committed stays (merge keeps rows); the new file is whole
+    assert!(
+        got.iter().filter(|id| **id > 100_000).count() == 500,
+        "{}",
+        got.len()
+    );
+    assert!(got.contains(&100_500) && got.contains(&100_001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_read_only_files_modified_after_the_mark() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/day1.ndjson", &ndjson(1, 10));
+    put(d, "in/day2.ndjson", &ndjson(11, 10));
+    let p = pipeline(d, "incremental = true", "");
+    let db = d.join("out.db");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(ids(&db).await.len(), 20);
+    // nothing new: nothing read
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(" 0 records written"), "{}", out.stdout);
+    // a new file, and an old one touched: both are newer than the mark
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    put(d, "in/day3.ndjson", &ndjson(21, 5));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("in/day1.ndjson"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(ndjson(1_001, 1).as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(" 16 records written"),
+        "day1 again (11) and day3 (5): {}",
+        out.stdout
+    );
+    assert_eq!(ids(&db).await.len(), 36);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_does_not_parse_fails_the_run_or_is_a_reject() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(
+        d,
+        "in/x.ndjson",
+        "{\"id\": 1}\n{\"id\": 2,, }\n{\"id\": 3}\n",
+    );
+    let p = pipeline(d, "", "");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("in/x.ndjson: the record at byte 10 does not parse"),
+        "{}",
+        out.stderr
+    );
+    let p = pipeline(d, "on_error = \"skip\"", "");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let db = d.join("out.db");
+    assert_eq!(ids(&db).await, vec![1, 3]);
+    let rejects = rows(&db, "_ingest_rejects", "id").await;
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the record at byte 10 does not parse")),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[0]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("in/x.ndjson"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_source_mistakes_are_reported_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let text = r#"[source]
+kind = "files"
+paths = ["in/[.json"]
+format = "csv"
+records = "data"
+delimiter = ";;"
+
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "recs"
+"#;
+    let p = write(d, "p.toml", text);
+    let out = ingest(d, "http://127.0.0.1:9", &["run", p.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    for want in [
+        "p.toml:3:9: source.paths: `in/[.json` is not a glob",
+        "source.records: applies to JSON documents",
+        "source.delimiter: is one ASCII character",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "missing {want:?} in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!d.join("out.db").exists());
+}
