@@ -14,6 +14,8 @@
 //! - PostgreSQL (`make bench` starts a throwaway cluster, fsync on): the
 //!   Postgres sink end to end beside a COPY-only floor (the same rows as
 //!   COPY text, in transactions of the same size, straight to the server);
+//! - a 1 GB NDJSON file into SQLite with the files source, beside a
+//!   read-and-parse floor, with its peak RSS (`BENCH_NDJSON_MB`);
 //! - a shared backfill of 60 daily windows, 50 ms per response and 20
 //!   requests/s per process, by 1 process and by 3.
 //!
@@ -286,19 +288,33 @@ fn main() {
         Some("--floor-fetch") => return floor_fetch(&args[1]),
         Some("--floor-write") => return floor_write(args[1].parse().unwrap_or(0), &args[2]),
         Some("--floor-copy") => return pg::floor_copy(args[1].parse().unwrap_or(0), &args[2]),
+        Some("--floor-ndjson") => return ndjson::floor_read(&args[1]),
         _ => {}
     }
     let n: u64 = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let r = measure(n);
-    report(n, &r);
-    auto::bench();
-    pg::bench();
+    // BENCH_ONLY=ndjson,pg runs some parts (main, auto, ndjson, pg); all by default
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
+    if part("main") {
+        let r = measure(n);
+        report(n, &r);
+    }
+    if part("auto") {
+        auto::bench();
+    }
+    if part("ndjson") {
+        ndjson::bench();
+    }
+    if part("pg") {
+        pg::bench();
+    }
 }
 
 mod auto;
+mod ndjson;
 mod pg;
 
 /// Every run of the bench, measured.
