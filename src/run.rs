@@ -625,11 +625,16 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     // a refresh token the server rotates is spent: the new one is kept even
     // here, or the next run could not authenticate
     source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
-    // a files source previews its first file
-    let part = source
-        .own_partitions(None)?
-        .and_then(|parts| parts.into_iter().next())
-        .unwrap_or_default();
+    // a files source previews its first file; a partitioned one its first
+    // partition (a query's rows need the sink, so it gets none)
+    let first = match (source.own_partitions(None)?, p.source.partition()) {
+        (Some(files), _) => files,
+        (None, Some(cfg)) => {
+            partition::expand(cfg, &Window::default(), Vec::new()).unwrap_or_default()
+        }
+        (None, None) => Vec::new(),
+    };
+    let part = first.into_iter().next().unwrap_or_default();
     let mut pages = source.walk(part.clone(), None);
     let page = match pages.next().await {
         Some(r) => r?,

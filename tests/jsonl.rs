@@ -6,10 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
-use ingest_mock::{MockApi, MockConfig};
 use serde_json::Value;
 
 fn pipeline(dir: &Path, write_mode: &str, path: &str, concurrency: u32) -> String {
@@ -49,18 +47,8 @@ fn lines(file: &Path) -> Vec<Value> {
         .collect()
 }
 
-async fn slow_mock(posts: u64) -> MockApi {
-    MockApi::start(MockConfig {
-        posts,
-        delay: Duration::from_millis(40),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 async fn killed_and_resumed(concurrency: u32, write_mode: &str) {
-    let api = slow_mock(300).await;
+    let api = slow_mock(300, 40).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = pipeline(dir.path(), write_mode, "out/posts.jsonl", concurrency);
     let file = dir.path().join("out/posts.jsonl");

@@ -10,18 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use ingest_mock::MockApi;
 use ingest_mock::oauth::{CLIENT_ID, CLIENT_SECRET, FIRST_REFRESH, OAuthStats};
-use ingest_mock::{MockApi, MockConfig};
-
-async fn slow_mock(posts: u64, delay_ms: u64) -> MockApi {
-    MockApi::start(MockConfig {
-        posts,
-        delay: Duration::from_millis(delay_ms),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("mock API: {e}"))
-}
 
 /// A pipeline over `/oauth/posts`, `size` posts a page, with this auth
 /// section's body (after `kind = "oauth2"` and `token_url`).

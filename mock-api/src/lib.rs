@@ -16,6 +16,7 @@
 //! | `/hostile/records?page&total` | seeded hostile records ([`hostile`]), 50 a page |
 //! | `/hostile/html` | an HTML error page with status 200 |
 //! | `/hostile/envelope` | `{"items": [...]}`: a pipeline expecting `data` misses it |
+//! | `/html/page/{n}`, `/html/malformed`, `/html/latin1`, `/html/sjis`, `/html/missing` | web pages ([`html`]) |
 //! | `/oauth/token`, `/oauth/posts` | an OAuth2 token endpoint, and `/posts` behind it ([`oauth`]) |
 //!
 //! Every list endpoint filters on `updated_since` (RFC 3339, inclusive),
@@ -33,6 +34,7 @@ mod ends;
 pub mod faults;
 mod graphql;
 pub mod hostile;
+mod html;
 pub mod oauth;
 
 use std::collections::{HashMap, VecDeque};
@@ -339,6 +341,11 @@ fn router(shared: S) -> Router {
         .route("/graphql", axum::routing::post(graphql::graphql))
         .route("/oauth/token", axum::routing::post(oauth::token))
         .route("/oauth/posts", get(oauth::posts))
+        .route("/html/page/{n}", get(html::numbered))
+        .route("/html/malformed", get(html::malformed))
+        .route("/html/latin1", get(html::latin1))
+        .route("/html/sjis", get(html::sjis))
+        .route("/html/missing", get(html::missing))
         .route("/drf/posts", get(ends::drf))
         .route("/_mock/stats", get(stats))
         .route("/postgrest/posts", get(ends::postgrest))

@@ -147,7 +147,9 @@ pub(super) fn placeholders(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     };
     let filled: &[&str] = match &source.partition {
         None => &[],
-        Some(PartitionConfig::List(_) | PartitionConfig::Range(_)) => &["value"],
+        Some(PartitionConfig::List(_) | PartitionConfig::Range(_) | PartitionConfig::Lines(_)) => {
+            &["value"]
+        }
         Some(PartitionConfig::Dates(_)) => &["start", "end"],
         // a query's columns are known only when it runs
         Some(PartitionConfig::Query(_)) => return,

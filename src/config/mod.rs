@@ -246,6 +246,11 @@ pub fn load_str(text: &str, path: &Path, opts: &LoadOptions<'_>) -> Result<Pipel
     let mut raw = deserialize(&ctx, root, &original)?;
     resolve_paths(&mut raw.sink, path);
     let mut source = raw.source;
+    if let SourceConfig::Http(h) = &mut source
+        && let Some(source::PartitionConfig::Lines(l)) = &mut h.partition
+    {
+        l.file = resolve(&l.file, path);
+    }
     match &mut source {
         SourceConfig::Http(h) if h.concurrency == values::AUTO_CONCURRENCY => {
             h.auto_concurrency = true;
@@ -726,7 +731,11 @@ fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
 
 /// The source's URL, headers, retry, pagination and partition.
 fn check_source(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    check_format(s, ctx, tree);
+    // the whole URL from a partition: `base_url = ""`, `path = "{value}"`
+    let from_partition = s.base_url.is_empty() && s.path.starts_with('{');
     match url::Url::parse(&s.base_url) {
+        _ if from_partition => {}
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
         Ok(u) => {
             ctx.push(ctx.key(
@@ -792,6 +801,24 @@ fn check_source(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         && let Err((key, m)) = check_partition(part, s)
     {
         ctx.push(ctx.key(tree, &format!("source.partition.{key}"), m));
+    }
+}
+
+/// `format` and `[source.html]` agree, and the selectors compile.
+fn check_format(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    use source::ResponseFormat;
+    match (&s.format, &s.html) {
+        (ResponseFormat::Html, html) => {
+            for (k, m) in html.clone().unwrap_or_default().problems() {
+                ctx.push(ctx.key(tree, &format!("source.html.{k}"), m));
+            }
+        }
+        (_, Some(_)) => ctx.push(ctx.key(
+            tree,
+            "source.html",
+            "applies to `format = \"html\"`; set it, or remove [source.html]",
+        )),
+        _ => {}
     }
 }
 

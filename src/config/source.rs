@@ -141,6 +141,12 @@ pub struct HttpSourceConfig {
     /// Where the record array is in the body ("" = the body itself).
     #[serde(default)]
     pub records: FieldPath,
+    /// How a response body is read: JSON (the default), NDJSON, CSV or HTML.
+    #[serde(default)]
+    pub format: ResponseFormat,
+    /// `format = "html"`: the elements and fields taken from each page.
+    #[serde(default)]
+    pub html: Option<HtmlConfig>,
     /// Per request.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -424,6 +430,8 @@ pub enum PartitionConfig {
     Dates(DatesPartition),
     /// One walk per row of a query on the sink database.
     Query(QueryPartition),
+    /// One walk per line of a file.
+    Lines(LinesPartition),
 }
 
 /// `kind = "list"`.
@@ -496,6 +504,46 @@ pub struct QueryPartition {
     /// the first), so a child walks only the parents that changed since.
     #[serde(default)]
     pub mark: Option<String>,
+}
+
+/// How a response body is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// A JSON document (`records` says where the array is).
+    #[default]
+    Json,
+    /// One JSON value per line.
+    Ndjson,
+    /// A header row, then one record per row.
+    Csv,
+    /// A web page: fields taken by CSS selectors (`[source.html]`).
+    Html,
+}
+
+/// `[source.html]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtmlConfig {
+    /// One record per element matching this CSS selector (else one per page).
+    #[serde(default)]
+    pub each: Option<String>,
+    /// Field name → CSS selector whose text is taken; `selector@attr` takes
+    /// an attribute, a trailing `[]` every match as an array.
+    #[serde(default)]
+    pub fields: IndexMap<String, String>,
+}
+
+/// `kind = "lines"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinesPartition {
+    /// A text file (relative to the pipeline file): one walk per non-empty
+    /// line, the line in `{value}`.
+    pub file: std::path::PathBuf,
+    /// Query parameter (or use `{value}`).
+    #[serde(default)]
+    pub param: Option<String>,
 }
 
 /// What a page that fails for good does.

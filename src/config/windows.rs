@@ -108,6 +108,6 @@ pub fn count(cfg: &PartitionConfig, window: &Window) -> Result<usize, (&'static 
                 _ => too_many(n, "windows"),
             }
         }
-        PartitionConfig::Query(_) => Ok(0),
+        PartitionConfig::Query(_) | PartitionConfig::Lines(_) => Ok(0),
     }
 }

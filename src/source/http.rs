@@ -61,6 +61,46 @@ pub struct HttpClient {
     pause_until: std::sync::Mutex<Option<Instant>>,
     /// `kind = "oauth2"`: the access tokens.
     oauth: Option<Arc<super::oauth::OAuth>>,
+    /// How bodies are read.
+    format: BodyFormat,
+}
+
+/// How a source's response bodies become records.
+enum BodyFormat {
+    /// A JSON document.
+    Json,
+    /// One JSON value per line.
+    Ndjson,
+    /// A header row, then rows.
+    Csv,
+    /// A web page, through CSS selectors.
+    Html(super::formats::Extract),
+}
+
+impl BodyFormat {
+    fn of(cfg: &HttpSourceConfig) -> Result<Self, HttpError> {
+        use crate::config::source::ResponseFormat;
+        Ok(match cfg.format {
+            ResponseFormat::Json => BodyFormat::Json,
+            ResponseFormat::Ndjson => BodyFormat::Ndjson,
+            ResponseFormat::Csv => BodyFormat::Csv,
+            ResponseFormat::Html => BodyFormat::Html(
+                super::formats::Extract::new(&cfg.html.clone().unwrap_or_default())
+                    .map_err(|(k, m)| HttpError::Client(format!("source.html.{k}: {m}")))?,
+            ),
+        })
+    }
+
+    /// The `Accept` header a source of this format sends, unless configured.
+    fn accept(cfg: &HttpSourceConfig) -> &'static str {
+        use crate::config::source::ResponseFormat;
+        match cfg.format {
+            ResponseFormat::Json => "application/json",
+            ResponseFormat::Ndjson => "application/x-ndjson, application/jsonl;q=0.9, */*;q=0.5",
+            ResponseFormat::Csv => "text/csv, */*;q=0.5",
+            ResponseFormat::Html => "text/html, application/xhtml+xml;q=0.9, */*;q=0.5",
+        }
+    }
 }
 
 /// Longest pause a `RateLimit-Reset` header can ask for.
@@ -120,9 +160,15 @@ impl HttpClient {
             ))),
             _ => None,
         };
-        let origin = Url::parse(&cfg.base_url)
-            .map_err(|e| HttpError::Client(format!("base_url is not a URL: {e}")))?
-            .origin();
+        // an empty base_url (full URLs from a partition) trusts no origin:
+        // no request gets the source's credentials
+        let origin = if cfg.base_url.is_empty() {
+            url::Origin::new_opaque()
+        } else {
+            Url::parse(&cfg.base_url)
+                .map_err(|e| HttpError::Client(format!("base_url is not a URL: {e}")))?
+                .origin()
+        };
         // redirects are followed by `attempt`, which decides per hop whether
         // the credentials go along; no Referer ever (it may carry a query key)
         let inner = reqwest::Client::builder()
@@ -161,6 +207,7 @@ impl HttpClient {
             }),
             pause_until: std::sync::Mutex::new(None),
             oauth,
+            format: BodyFormat::of(cfg)?,
         })
     }
 
@@ -382,6 +429,14 @@ impl HttpClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("no content type");
+        if !matches!(self.format, BodyFormat::Json) {
+            let body = self.decode_other(&bytes, ctype, &final_url, status.as_u16())?;
+            return Ok(Response {
+                url: final_url,
+                headers,
+                body,
+            });
+        }
         // a big body takes milliseconds to parse: do it on the blocking pool,
         // so the async workers keep serving timers, other requests and the
         // writer meanwhile (a 22 KB page takes ~0.1 ms: not worth a thread hop)
@@ -405,6 +460,39 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// A body in a format other than JSON, as an array of records.
+    fn decode_other(
+        &self,
+        bytes: &[u8],
+        ctype: &str,
+        url: &Url,
+        status: u16,
+    ) -> Result<Value, Attempt> {
+        let utf8 = || {
+            simdutf8::basic::from_utf8(bytes).map_err(|_| Attempt::Body {
+                message: format!("the body is not UTF-8: {}", excerpt(bytes)),
+            })
+        };
+        let body = |message: String| Attempt::Body { message };
+        match &self.format {
+            BodyFormat::Json => decode(bytes, ctype),
+            BodyFormat::Ndjson => super::formats::ndjson(utf8()?).map_err(body),
+            BodyFormat::Csv => super::formats::csv(bytes).map_err(body),
+            BodyFormat::Html(x) => {
+                let text = super::formats::decode_html(bytes, ctype);
+                let now = format!("{:.3}", jiff::Timestamp::now());
+                Ok(Value::Array(x.records(
+                    &text,
+                    &self.show(url),
+                    status,
+                    &now,
+                )))
+            }
+        }
+    }
+}
+
 /// Redirects followed per request, at most (browsers and curl use 20 and 50;
 /// an API needs one or two).
 const MAX_REDIRECTS: usize = 10;
@@ -416,6 +504,11 @@ impl HttpClient {
             Some(o) => o.bearer().await.map(Some).map_err(Attempt::Auth),
             None => Ok(None),
         }
+    }
+
+    /// Whether the source has credentials to keep from other origins.
+    fn has_credentials(&self) -> bool {
+        !self.credentials.is_empty() || self.oauth.is_some() || self.api_key_query.is_some()
     }
 
     /// Whether `url` is on `base_url`'s origin (scheme, host and port), the
@@ -452,7 +545,7 @@ impl HttpClient {
                     value.set_sensitive(true);
                     req = req.header(reqwest::header::AUTHORIZATION, value);
                 }
-            } else if !self.warned_origin.swap(true, Ordering::Relaxed) {
+            } else if self.has_credentials() && !self.warned_origin.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     url = %self.show(&url),
                     "a request goes to another origin than base_url: it is sent without the source's credentials"
@@ -546,7 +639,7 @@ fn headers(cfg: &HttpSourceConfig, secrets: &Secrets) -> Result<Headers, HttpErr
     }
     headers
         .entry(reqwest::header::ACCEPT)
-        .or_insert(HeaderValue::from_static("application/json"));
+        .or_insert(HeaderValue::from_static(BodyFormat::accept(cfg)));
     let mut api_key_query = None;
     let auth_header = match &cfg.auth {
         AuthConfig::None => None,

@@ -12,6 +12,7 @@
 
 pub mod adaptive;
 pub mod files;
+pub mod formats;
 pub mod http;
 pub mod incremental;
 pub mod json;
@@ -338,7 +339,10 @@ impl HttpSource {
     pub fn base_url(&self, part: &Partition) -> Result<Url, HttpError> {
         let base = self.cfg.base_url.trim_end_matches('/');
         let path = fill(&self.cfg.path, &part.vars);
-        let joined = if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+        // an empty base_url: the path is the whole URL (a list of pages)
+        let joined = if base.is_empty() {
+            path.clone()
+        } else if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
             format!("{base}{path}")
         } else {
             format!("{base}/{path}")

@@ -85,6 +85,10 @@ pub fn expand(
             }
             out
         }
+        PartitionConfig::Lines(l) => lines(&l.file)?
+            .into_iter()
+            .map(|line| one(line.clone(), "value", line, &l.param))
+            .collect(),
         PartitionConfig::Query(_) => rows
             .into_iter()
             .map(|vars| {
@@ -97,6 +101,21 @@ pub fn expand(
             })
             .collect(),
     })
+}
+
+/// The walks of a `lines` partition: each non-empty line that is not a
+/// `#` comment, once.
+fn lines(file: &std::path::Path) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("file: {}: {e}", file.display()))?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter(|line| seen.insert(line.to_string()))
+        .map(str::to_string)
+        .collect())
 }
 
 fn form_urlencoded_key(vars: &IndexMap<String, String>) -> String {

@@ -20,6 +20,17 @@ pub async fn mock(posts: u64) -> MockApi {
     .unwrap_or_else(|e| panic!("mock API: {e}"))
 }
 
+/// A started mock API that waits `delay_ms` before every response.
+pub async fn slow_mock(posts: u64, delay_ms: u64) -> MockApi {
+    MockApi::start(MockConfig {
+        posts,
+        delay: Duration::from_millis(delay_ms),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("mock API: {e}"))
+}
+
 /// The repository root (where `pipelines/` is).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
