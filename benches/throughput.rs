@@ -243,6 +243,7 @@ fn floor_write(n: u64, dir: &str) {
                 page_size: Some(PAGE),
                 total: Some(n),
                 depends: None,
+                skip: 0,
             };
             let batch = Batch {
                 records,

@@ -16,6 +16,7 @@
 //! | `/hostile/records?page&total` | seeded hostile records ([`hostile`]), 50 a page |
 //! | `/hostile/html` | an HTML error page with status 200 |
 //! | `/hostile/envelope` | `{"items": [...]}`: a pipeline expecting `data` misses it |
+//! | `/export/posts.ndjson`, `/export/posts.csv` | bulk exports, whole or `?page&per_page` |
 //! | `/html/page/{n}`, `/html/malformed`, `/html/latin1`, `/html/sjis`, `/html/missing` | web pages ([`html`]) |
 //! | `/oauth/token`, `/oauth/posts` | an OAuth2 token endpoint, and `/posts` behind it ([`oauth`]) |
 //!
@@ -31,6 +32,7 @@
 pub mod canned;
 pub mod data;
 mod ends;
+mod export;
 pub mod faults;
 mod graphql;
 pub mod hostile;
@@ -341,6 +343,8 @@ fn router(shared: S) -> Router {
         .route("/graphql", axum::routing::post(graphql::graphql))
         .route("/oauth/token", axum::routing::post(oauth::token))
         .route("/oauth/posts", get(oauth::posts))
+        .route("/export/posts.ndjson", get(export::ndjson))
+        .route("/export/posts.csv", get(export::csv))
         .route("/html/page/{n}", get(html::numbered))
         .route("/html/malformed", get(html::malformed))
         .route("/html/latin1", get(html::latin1))

@@ -820,6 +820,30 @@ fn check_format(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         )),
         _ => {}
     }
+    // a streamed body is not a JSON document: nothing can be read in it
+    if matches!(s.format, ResponseFormat::Ndjson | ResponseFormat::Csv) {
+        let pg = &s.pagination;
+        let mut body = vec![
+            ("source.pagination.total", &pg.total),
+            ("source.pagination.has_more", &pg.has_more),
+        ];
+        let kind_loc = match &pg.kind {
+            PaginationKind::Cursor(c) => Some(("source.pagination.cursor", &c.cursor)),
+            PaginationKind::NextUrl(n) => Some(("source.pagination.next", &n.next)),
+            _ => None,
+        };
+        let in_body = |l: &values::Location| matches!(l, values::Location::Body(_));
+        for (key, loc) in body.drain(..) {
+            if loc.as_ref().is_some_and(in_body) {
+                ctx.push(ctx.key(tree, key, "reads the JSON body, and an NDJSON or CSV body is not one: use `header:Name` (or remove it)"));
+            }
+        }
+        if let Some((key, loc)) = kind_loc
+            && in_body(loc)
+        {
+            ctx.push(ctx.key(tree, key, "reads the JSON body, and an NDJSON or CSV body is not one: use `header:Name` or `last_record:field`"));
+        }
+    }
 }
 
 /// Page sizes and page counts that make a walk.

@@ -241,6 +241,7 @@ impl Reading {
             page_size: None,
             total: None,
             depends: None,
+            skip: 0,
         });
         let at = match st.position {
             Position::Offset(n) => n,

@@ -1,12 +1,12 @@
 //! Response bodies that are not one JSON document (`[source] format`):
-//! NDJSON and CSV bodies become an array of records, and HTML pages become
-//! records of fields taken by CSS selectors (the `scraper` crate, over
+//! NDJSON and CSV bodies are read as streams of records ([`stream`], for
+//! `streamed.rs`), and HTML pages become records of fields taken by CSS
+//! selectors (the `scraper` crate, over
 //! html5ever, which repairs malformed markup the way browsers do). A page's
 //! charset comes from its `Content-Type`, else from a `<meta>` in its first
 //! 1024 bytes (the HTML standard's prescan), else UTF-8; `encoding_rs`
 //! decodes it, byte order marks first.
 
-use indexmap::IndexMap;
 use scraper::{ElementRef, Html, Selector};
 use serde_json::{Map, Value};
 
@@ -201,44 +201,95 @@ fn meta_charset(head: &[u8]) -> Option<String> {
     None
 }
 
-/// An NDJSON body as an array of its records (blank lines skipped).
-pub fn ndjson(text: &str) -> Result<Value, String> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
+/// The records of a streamed NDJSON (or, with `csv`, CSV) body, `page`
+/// at a time, after the first `skip`: `emit` gets each page and says
+/// whether to go on. Returns the records the body held (skipped included).
+pub fn stream(
+    reader: impl std::io::Read,
+    csv: bool,
+    skip: u64,
+    page: usize,
+    mut emit: impl FnMut(Vec<Value>) -> bool,
+) -> Result<u64, String> {
+    let mut p = Pager {
+        n: 0,
+        skip,
+        page,
+        out: Vec::with_capacity(page),
+        emit: &mut emit,
+    };
+    if csv {
+        let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+        let names: Vec<String> = r
+            .headers()
+            .map_err(|e| format!("the CSV body has no header row: {e}"))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let mut row = csv::StringRecord::new();
+        while r
+            .read_record(&mut row)
+            .map_err(|e| format!("the CSV body does not parse: {e}"))?
+        {
+            let v = Value::Object(
+                names
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+                    .collect(),
+            );
+            if !p.push(v) {
+                return Ok(p.n);
+            }
         }
-        out.push(
-            super::json::parse(line)
-                .map_err(|e| format!("line {} of the NDJSON body does not parse: {e}", i + 1))?,
-        );
+    } else {
+        let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let got = std::io::BufRead::read_until(&mut r, b'\n', &mut line)
+                .map_err(|e| format!("the body was cut short: {e}"))?;
+            if got == 0 {
+                break;
+            }
+            let text = std::str::from_utf8(&line)
+                .map_err(|e| format!("record {} of the NDJSON body is not UTF-8: {e}", p.n + 1))?
+                .trim();
+            if text.is_empty() {
+                continue;
+            }
+            let v = super::json::parse(text).map_err(|e| {
+                format!("record {} of the NDJSON body does not parse: {e}", p.n + 1)
+            })?;
+            if !p.push(v) {
+                return Ok(p.n);
+            }
+        }
     }
-    Ok(Value::Array(out))
+    if !p.out.is_empty() {
+        (p.emit)(std::mem::take(&mut p.out));
+    }
+    Ok(p.n)
 }
 
-/// A CSV body as an array of records named by its header row; every value
-/// is text.
-pub fn csv(bytes: &[u8]) -> Result<Value, String> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
-    let names: Vec<String> = reader
-        .headers()
-        .map_err(|e| format!("the CSV body has no header row: {e}"))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let mut out = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(|e| format!("the CSV body does not parse: {e}"))?;
-        let record: IndexMap<&String, &str> = names.iter().zip(row.iter()).collect();
-        out.push(Value::Object(
-            record
-                .into_iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
-                .collect(),
-        ));
+/// Pages of a streamed body: records counted, the first `skip` dropped.
+struct Pager<'a, F> {
+    n: u64,
+    skip: u64,
+    page: usize,
+    out: Vec<Value>,
+    emit: &'a mut F,
+}
+
+impl<F: FnMut(Vec<Value>) -> bool> Pager<'_, F> {
+    /// Take a record; false once the receiver stopped listening.
+    fn push(&mut self, v: Value) -> bool {
+        self.n += 1;
+        if self.n > self.skip {
+            self.out.push(v);
+        }
+        self.out.len() < self.page || (self.emit)(std::mem::take(&mut self.out))
     }
-    Ok(Value::Array(out))
 }
 
 #[cfg(test)]
@@ -298,7 +349,7 @@ mod tests {
         assert!(
             Extract::new(&HtmlConfig {
                 each: Some("a[".into()),
-                fields: IndexMap::new()
+                fields: indexmap::IndexMap::new()
             })
             .is_err()
         );

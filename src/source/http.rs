@@ -65,14 +65,11 @@ pub struct HttpClient {
     format: BodyFormat,
 }
 
-/// How a source's response bodies become records.
+/// How a source's whole response bodies become records (NDJSON and CSV
+/// bodies are streamed instead: `streamed.rs`).
 enum BodyFormat {
     /// A JSON document.
     Json,
-    /// One JSON value per line.
-    Ndjson,
-    /// A header row, then rows.
-    Csv,
     /// A web page, through CSS selectors.
     Html(super::formats::Extract),
 }
@@ -81,9 +78,7 @@ impl BodyFormat {
     fn of(cfg: &HttpSourceConfig) -> Result<Self, HttpError> {
         use crate::config::source::ResponseFormat;
         Ok(match cfg.format {
-            ResponseFormat::Json => BodyFormat::Json,
-            ResponseFormat::Ndjson => BodyFormat::Ndjson,
-            ResponseFormat::Csv => BodyFormat::Csv,
+            ResponseFormat::Json | ResponseFormat::Ndjson | ResponseFormat::Csv => BodyFormat::Json,
             ResponseFormat::Html => BodyFormat::Html(
                 super::formats::Extract::new(&cfg.html.clone().unwrap_or_default())
                     .map_err(|(k, m)| HttpError::Client(format!("source.html.{k}: {m}")))?,
@@ -291,8 +286,35 @@ impl HttpClient {
 
     /// GET/POST `url` (with `body` for POST), retrying per `[source.retry]`.
     pub async fn fetch(&self, req: &Request) -> Result<Response, HttpError> {
-        let body = req.body.as_ref();
-        let extra = req.headers.as_slice();
+        let (body, extra) = (req.body.as_ref(), req.headers.as_slice());
+        self.retrying(
+            req,
+            |url| async move { self.attempt(&url, body, extra).await },
+        )
+        .await
+    }
+
+    /// Send a request and check its status, retrying like [`fetch`](Self::fetch),
+    /// and hand back the response with its body unread (a streamed NDJSON
+    /// or CSV body), and its final URL.
+    pub async fn open(&self, req: &Request) -> Result<(reqwest::Response, Url), HttpError> {
+        let (body, extra) = (req.body.as_ref(), req.headers.as_slice());
+        self.retrying(req, |url| async move {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Attempt::Transport {
+                    message: "the source is shutting down".into(),
+                    transient: false,
+                })?;
+            self.respond(&url, body, extra).await
+        })
+        .await
+    }
+
+    /// The request's URL with the query key where it belongs.
+    fn request_url(&self, req: &Request) -> Url {
         let mut url = req.url.clone();
         if let Some((k, v)) = &self.api_key_query {
             if self.trusted(&url) {
@@ -304,6 +326,17 @@ impl HttpClient {
                 remove_param(&mut url, k);
             }
         }
+        url
+    }
+
+    /// Run `attempt` per `[source.retry]`, counting requests and retries,
+    /// and name the URL (masked), the status and the attempts if it fails.
+    async fn retrying<T, F, Fut>(&self, req: &Request, attempt: F) -> Result<T, HttpError>
+    where
+        F: Fn(Url) -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let url = self.request_url(req);
         let shown = self.show(&url);
         let (result, attempts) = retry::with_retries(
             &self.retry,
@@ -316,16 +349,21 @@ impl HttpClient {
                 };
                 tracing::warn!(url = %shown, attempt = n, "{}; retrying {wait}", self.describe(e));
             },
-            |_| self.attempt(&url, body, extra),
+            |_| attempt(url.clone()),
         )
         .await;
         self.metrics
             .requests
             .fetch_add(u64::from(attempts), Ordering::Relaxed);
-        result.map_err(|e| match e {
+        result.map_err(|e| self.failed(e, &shown, attempts))
+    }
+
+    /// A request that failed for good, as the error the walk reports.
+    fn failed(&self, e: Attempt, shown: &str, attempts: u32) -> HttpError {
+        match e {
             Attempt::Transport { message, .. } => HttpError::Transport {
                 method: self.method.to_string(),
-                url: shown.clone(),
+                url: shown.to_string(),
                 message: self.redact(&message),
                 attempts,
             },
@@ -333,13 +371,13 @@ impl HttpClient {
                 status, excerpt, ..
             } => HttpError::Status {
                 method: self.method.to_string(),
-                url: shown.clone(),
+                url: shown.to_string(),
                 status,
                 attempts,
                 excerpt: self.redact(&excerpt),
             },
             Attempt::Body { message } => HttpError::Body {
-                url: shown.clone(),
+                url: shown.to_string(),
                 message: format!(
                     "{} (after {attempts} attempt{})",
                     self.redact(&message),
@@ -347,7 +385,7 @@ impl HttpClient {
                 ),
             },
             Attempt::Auth(e) => HttpError::Auth(e),
-        })
+        }
     }
 
     fn describe(&self, e: &Attempt) -> String {
@@ -398,32 +436,9 @@ impl HttpClient {
         body: Option<&Value>,
         extra: &[(String, String)],
     ) -> Result<Response, Attempt> {
-        self.pace().await;
-        let bearer = self.bearer().await?;
-        let (mut resp, mut final_url) = self.send(url, body, extra, bearer.as_ref()).await?;
-        // a refused access token is renewed once, at once (it may have been
-        // revoked, or the clocks disagree about its expiry)
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
-            && let (Some(o), Some(b)) = (&self.oauth, &bearer)
-        {
-            tracing::info!("the API refused the access token (HTTP 401): renewing it once");
-            o.refused(b.generation).await;
-            let renewed = self.bearer().await?;
-            (resp, final_url) = self.send(url, body, extra, renewed.as_ref()).await?;
-        }
+        let (resp, final_url) = self.respond(url, body, extra).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        self.observe_limits(&headers);
-        if !status.is_success() {
-            let retry_after = retry::retry_after(&headers, SystemTime::now());
-            let bytes = read_body(resp, 4096).await.unwrap_or_default();
-            return Err(Attempt::Status {
-                status: status.as_u16(),
-                excerpt: excerpt(&bytes),
-                retry_after,
-                transient: self.retry.on_status.contains(&status.as_u16()),
-            });
-        }
         let bytes = read_body(resp, MAX_BODY).await?;
         let ctype = headers
             .get(reqwest::header::CONTENT_TYPE)
@@ -458,10 +473,47 @@ impl HttpClient {
             body,
         })
     }
+
+    /// Send the request (the rate limit, the token, redirects, one renewal
+    /// on a 401) and check the status; the body is left to read.
+    async fn respond(
+        &self,
+        url: &Url,
+        body: Option<&Value>,
+        extra: &[(String, String)],
+    ) -> Result<(reqwest::Response, Url), Attempt> {
+        self.pace().await;
+        let bearer = self.bearer().await?;
+        let (mut resp, mut final_url) = self.send(url, body, extra, bearer.as_ref()).await?;
+        // a refused access token is renewed once, at once (it may have been
+        // revoked, or the clocks disagree about its expiry)
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(o), Some(b)) = (&self.oauth, &bearer)
+        {
+            tracing::info!("the API refused the access token (HTTP 401): renewing it once");
+            o.refused(b.generation).await;
+            let renewed = self.bearer().await?;
+            (resp, final_url) = self.send(url, body, extra, renewed.as_ref()).await?;
+        }
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.observe_limits(&headers);
+        if !status.is_success() {
+            let retry_after = retry::retry_after(&headers, SystemTime::now());
+            let bytes = read_body(resp, 4096).await.unwrap_or_default();
+            return Err(Attempt::Status {
+                status: status.as_u16(),
+                excerpt: excerpt(&bytes),
+                retry_after,
+                transient: self.retry.on_status.contains(&status.as_u16()),
+            });
+        }
+        Ok((resp, final_url))
+    }
 }
 
 impl HttpClient {
-    /// A body in a format other than JSON, as an array of records.
+    /// A body in a format other than JSON (a web page), as an array of records.
     fn decode_other(
         &self,
         bytes: &[u8],
@@ -469,16 +521,8 @@ impl HttpClient {
         url: &Url,
         status: u16,
     ) -> Result<Value, Attempt> {
-        let utf8 = || {
-            simdutf8::basic::from_utf8(bytes).map_err(|_| Attempt::Body {
-                message: format!("the body is not UTF-8: {}", excerpt(bytes)),
-            })
-        };
-        let body = |message: String| Attempt::Body { message };
         match &self.format {
             BodyFormat::Json => decode(bytes, ctype),
-            BodyFormat::Ndjson => super::formats::ndjson(utf8()?).map_err(body),
-            BodyFormat::Csv => super::formats::csv(bytes).map_err(body),
             BodyFormat::Html(x) => {
                 let text = super::formats::decode_html(bytes, ctype);
                 let now = format!("{:.3}", jiff::Timestamp::now());

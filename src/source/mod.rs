@@ -21,6 +21,7 @@ pub mod paginate;
 pub mod pagination;
 pub mod partition;
 pub mod retry;
+mod streamed;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -148,6 +149,15 @@ pub struct Resume {
     /// it. A run whose settings give another value cannot use the position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends: Option<String>,
+    /// Records of the response at `position` already stored: a streamed
+    /// (NDJSON, CSV) body is committed in parts, and a resumed walk asks
+    /// for it again and skips these.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One walk of a source: the whole API, or one partition value or window.
@@ -398,6 +408,9 @@ impl HttpSource {
     /// first page, and all of a non-addressable walk, go one at a time;
     /// addressable walks then fetch ahead ([`HttpSource::fetch_ahead`]).
     pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
+        if self.streams() {
+            return self.walk_streamed(part, resume);
+        }
         let this = self.clone();
         Box::pin(async_stream::try_stream! {
             let base = this.base_url(&part)?;
@@ -491,6 +504,7 @@ impl HttpSource {
             page_size: self.paginator.page_size(),
             total: None,
             depends: depends.clone(),
+            skip: 0,
         }
     }
 
