@@ -185,7 +185,9 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport, Error> {
     // files are partitions of their own
     let partitioned = p.source.partition().is_some() || matches!(p.source, SourceConfig::Files(_));
     let (mut sink, _lock) = Sink::open(&p.sink, &p.name, partitioned).await?;
-    source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
+    if let Some(store) = LedgerTokens::of(&p.sink, &p.name) {
+        source.keep_tokens(Arc::new(store));
+    }
     let plan = ledger::plan(p, opts, &mut source, &mut sink).await?;
     let run_id = sink.begin_run(plan.refresh, plan.fresh).await?;
     tracing::info!(pipeline = %p.name, run_id, pagination = source.pagination_kind(), walks = plan.walks.len(), resumed = plan.resumed, "run started");
@@ -624,7 +626,9 @@ pub async fn preview(p: &Pipeline) -> Result<Preview, Error> {
     let source = Source::new(&cfg, p.secrets.clone())?;
     // a refresh token the server rotates is spent: the new one is kept even
     // here, or the next run could not authenticate
-    source.keep_tokens(Arc::new(LedgerTokens::new(&p.sink, &p.name)));
+    if let Some(store) = LedgerTokens::of(&p.sink, &p.name) {
+        source.keep_tokens(Arc::new(store));
+    }
     // a files source previews its first file; a partitioned one its first
     // partition (a query's rows need the sink, so it gets none)
     let first = match (source.own_partitions(None)?, p.source.partition()) {

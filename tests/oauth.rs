@@ -357,3 +357,21 @@ client_auth = "basic""#;
     }
     assert!(!dir.path().join("out.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_output_cannot_keep_a_rotated_token_and_says_so() {
+    let api = mock(30).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sink = "[sink]\nkind = \"jsonl\"\npath = \"-\"";
+    let p = pipeline(dir.path(), 10, 1, REFRESH, sink);
+    let out = run(dir.path(), &api, &p, &env(FIRST_REFRESH)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 30);
+    assert!(
+        out.stderr
+            .contains("this sink keeps no ledger to hold the new one"),
+        "{}",
+        out.stderr
+    );
+    assert_no_secret(&out.stderr, &api.oauth_stats());
+}

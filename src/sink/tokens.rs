@@ -16,8 +16,15 @@ pub struct LedgerTokens {
 }
 
 impl LedgerTokens {
-    /// The store of `pipeline`'s tokens in the sink `cfg` names.
-    pub fn new(cfg: &SinkConfig, pipeline: &str) -> Self {
+    /// The store of `pipeline`'s tokens in the sink `cfg` names; none for a
+    /// sink without a ledger (standard output), where a rotated token is
+    /// reported as lost instead.
+    pub fn of(cfg: &SinkConfig, pipeline: &str) -> Option<Self> {
+        let has_ledger = matches!(cfg, SinkConfig::Postgres(_)) || cfg.ledger_db().is_some();
+        has_ledger.then(|| Self::new(cfg, pipeline))
+    }
+
+    fn new(cfg: &SinkConfig, pipeline: &str) -> Self {
         Self {
             cfg: cfg.clone(),
             pipeline: pipeline.to_string(),
@@ -89,10 +96,7 @@ impl LedgerTokens {
                 ))?;
             }
             (_, None) => {
-                return Err(SinkError::Schema(
-                    "a sink on standard output keeps no ledger: the rotated refresh token is lost"
-                        .into(),
-                ));
+                return Err(SinkError::Schema("this sink keeps no ledger".into()));
             }
         }
         Ok(())

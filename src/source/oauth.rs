@@ -262,7 +262,7 @@ impl OAuth {
     async fn keep(&self, token: &str) -> Result<(), AuthError> {
         let Some(store) = self.store() else {
             tracing::warn!(
-                "the token endpoint rotated the refresh token, and this command keeps none: the configured refresh_token may no longer work"
+                "the token endpoint rotated the refresh token, and this sink keeps no ledger to hold the new one (standard output): the next run needs a new refresh_token"
             );
             return Ok(());
         };
