@@ -177,3 +177,35 @@ async fn merge_into_a_file_is_refused_before_any_request() {
     assert!(api.requests().is_empty());
     assert!(!dir.path().join("posts.jsonl").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_a_run_wrote_before_its_first_commit_are_cut() {
+    let api = mock(25).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = pipeline(dir.path(), "append", "posts.jsonl", 1);
+    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let file = dir.path().join("posts.jsonl");
+    let ledger = dir.path().join("posts.jsonl.ingest.db");
+    let length = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    // what a run killed before its first commit leaves: the length it
+    // started from in the ledger, no resume state, and half a line after it
+    exec(
+        &ledger,
+        &format!(
+            "INSERT INTO _ingest_files (pipeline, length, staged, run_id, updated_at) VALUES ('p', {length}, 0, 9, 'x')"
+        ),
+    )
+    .await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut f, b"{\"id\": 1, \"half").unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let want: Vec<Value> = api.dataset().all_posts().collect();
+    let twice: Vec<Value> = want.iter().chain(&want).cloned().collect();
+    assert_eq!(lines(&file), twice);
+}

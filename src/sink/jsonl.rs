@@ -150,13 +150,11 @@ impl JsonlSink {
             return Ok(0);
         };
         let run_id = ledger.begin_run(false, fresh).await?;
-        let saved = if fresh {
-            None
-        } else {
-            ledger.file_length().await?
-        };
+        // read even for a new load: a run killed before its first commit
+        // left its starting length, and maybe bytes past it
+        let saved = ledger.file_length().await?;
         let target = self.target();
-        let (file, committed, swapped) = open_at(&target, self.staged, saved)?;
+        let (file, committed, swapped) = open_at(&target, self.staged, fresh, saved)?;
         self.swapped = swapped;
         self.committed = committed;
         self.file = Some(file);
@@ -178,6 +176,9 @@ impl JsonlSink {
         let rows = batch.records.len() as u64;
         let target = self.target();
         let Some(ledger) = &mut self.ledger else {
+            for r in &batch.rejects {
+                tracing::warn!(partition = %r.partition, url = ?r.url, "rejected (standard output keeps no ledger of rejects): {}", r.reason);
+            }
             let mut out = std::io::stdout().lock();
             out.write_all(&buf)
                 .and_then(|()| out.flush())
@@ -251,15 +252,16 @@ impl JsonlSink {
 fn open_at(
     target: &Path,
     staged: bool,
+    fresh: bool,
     saved: Option<(u64, bool)>,
 ) -> Result<(std::fs::File, u64, bool), SinkError> {
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the directory"))?;
     }
     let exists = target.exists();
-    // a staged run with nothing saved starts an empty staging file
-    let fresh_staging = staged && saved.is_none_or(|(_, s)| !s);
-    if staged && !exists && saved.is_some_and(|(len, s)| s && len > 0) {
+    // a new staged load, or one with no staging saved, starts it empty
+    let fresh_staging = staged && (fresh || saved.is_none_or(|(_, s)| !s));
+    if staged && !fresh && !exists && saved.is_some_and(|(len, s)| s && len > 0) {
         // the rename happened, the ledger's last word did not
         let f = std::fs::OpenOptions::new()
             .create(true)
