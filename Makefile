@@ -22,9 +22,11 @@ demo: build
 
 ## Release build; the mock API and ingest on 127.0.0.1: records/s and peak RSS
 ## of ingest beside the fetch-only and write-only floors measured in the same
-## run; then PostgreSQL (a throwaway cluster): the sink beside a COPY-only
-## floor, and a shared backfill by 1 and 3 processes.
-## BENCH_RECORDS=100000 BENCH_PG_RECORDS=100000 for a quicker run.
+## run; concurrency "auto"; a 1 GB NDJSON file through the files source
+## (BENCH_NDJSON_MB); then PostgreSQL (a throwaway cluster): the sink beside a
+## COPY-only floor, and a shared backfill by 1 and 3 processes.
+## BENCH_RECORDS=100000 BENCH_PG_RECORDS=100000 for a quicker run;
+## BENCH_ONLY=main,auto,ndjson,pg picks parts.
 bench:
 	$(CARGO) build --release --workspace --bins
 	PG_FSYNC=on ./scripts/with-postgres.sh $(CARGO) bench -p ingest --bench throughput

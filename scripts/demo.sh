@@ -29,4 +29,6 @@ echo "  make mock                                                   # the mock A
 echo "  API_BASE=http://127.0.0.1:8080 $bin/ingest run pipelines/posts.toml pipelines/comments.toml"
 echo "  $bin/ingest status pipelines/*.toml                  # each pipeline's last run"
 echo "  $bin/ingest validate pipelines/examples/*.toml       # one example per pagination kind"
+echo "  $bin/ingest run pipelines/files.toml                   # the JSON files in examples/files/ into data/orders.db"
+echo "  $bin/ingest run pipelines/scrape.toml                  # the pages in pipelines/urls.txt (needs make mock)"
 echo "  $bin/ingest --help                                   # every command; docs/reference.md for the pipeline file"
