@@ -147,12 +147,15 @@ impl HttpClient {
     ) -> Result<Self, HttpError> {
         let (headers, credentials, api_key_query) = headers(cfg, &secrets)?;
         let oauth = match &cfg.auth {
-            AuthConfig::OAuth2(o) => Some(Arc::new(super::oauth::OAuth::new(
-                o.clone(),
-                cfg.retry.clone(),
-                secrets.clone(),
-                cfg.timeout,
-            ))),
+            AuthConfig::OAuth2(o) => Some(Arc::new(
+                super::oauth::OAuth::new(
+                    o.clone(),
+                    cfg.retry.clone(),
+                    secrets.clone(),
+                    cfg.timeout,
+                )
+                .map_err(|e| HttpError::Client(format!("the token client: {}", e.without_url())))?,
+            )),
             _ => None,
         };
         // an empty base_url (full URLs from a partition) trusts no origin:

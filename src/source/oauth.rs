@@ -97,16 +97,20 @@ pub struct Bearer {
 impl OAuth {
     /// Tokens for this auth section; requests to the token URL go through
     /// `http` (the source's client settings) and retry per `retry`.
-    pub fn new(cfg: OAuth2Auth, retry: RetryConfig, secrets: Secrets, timeout: Duration) -> Self {
+    pub fn new(
+        cfg: OAuth2Auth,
+        retry: RetryConfig,
+        secrets: Secrets,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             // a token endpoint that redirects is refused, not followed
             // (the oauth2 crate's advice: no SSRF through the token URL)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
-            .build()
-            .unwrap_or_default();
+            .build()?;
         let refresh = cfg.refresh_token.clone();
-        Self {
+        Ok(Self {
             cfg,
             http,
             retry,
@@ -116,7 +120,7 @@ impl OAuth {
                 refresh,
                 ..State::default()
             }),
-        }
+        })
     }
 
     /// Keep rotated refresh tokens here (and start from the one kept).
