@@ -13,21 +13,19 @@
 //! `incremental = true` reads only files modified after the newest one the
 //! last completed run read.
 
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::formats::{self, Flow, Layout};
 use super::{HttpError, Page, PageFailure, PageStream, Partition, Position, Resume, SourceMetrics};
 use crate::config::source::{FileFormat, FilesSourceConfig, OnError};
 
 /// Records per page handed to the run.
 pub const PAGE_RECORDS: usize = 1000;
-
-/// Lines longer than this are refused (a binary file, or no newlines).
-const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// A files source, ready to walk.
 #[derive(Clone)]
@@ -248,9 +246,8 @@ impl Reading {
             _ => 0,
         };
         match self.format {
-            FileFormat::Csv => self.csv(at, st, tx),
             FileFormat::Json => self.json(at, st, tx),
-            FileFormat::Ndjson | FileFormat::Auto => self.ndjson(at, st, tx),
+            FileFormat::Csv | FileFormat::Ndjson | FileFormat::Auto => self.lines(at, st, tx),
         }
     }
 
@@ -312,120 +309,60 @@ impl Reading {
         Ok(self.send(tx, std::mem::take(page), Some(next), st, Some(failure)))
     }
 
-    fn ndjson(&self, mut at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+    /// The layout of an NDJSON or CSV file read from byte `at` on: past the
+    /// start, a CSV's header row is read first, from the start.
+    fn layout(&self, at: u64) -> Result<Layout, HttpError> {
+        if self.format != FileFormat::Csv {
+            return Ok(Layout::Ndjson);
+        }
+        let tsv = self.path.extension().is_some_and(|e| e == "tsv");
+        let delimiter = match self.cfg.delimiter.as_deref().and_then(|d| d.bytes().next()) {
+            Some(d) => d,
+            None if tsv => b'\t',
+            None => b',',
+        };
+        let names = match at {
+            0 => None,
+            _ => Some(formats::csv_names(self.open()?, delimiter).map_err(|m| self.err(m))?),
+        };
+        Ok(Layout::Csv { delimiter, names })
+    }
+
+    /// An NDJSON or CSV file from byte `at`, in pages whose resume points
+    /// are the byte where the next record starts.
+    fn lines(&self, at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+        let layout = self.layout(at)?;
         let mut file = self.open()?;
         file.seek(SeekFrom::Start(at))
             .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
-        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
-        let mut line = Vec::new();
         let mut page = Vec::with_capacity(PAGE_RECORDS);
-        loop {
-            line.clear();
-            let n = (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(|e| self.err(format!("cannot read at byte {at}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            if n > MAX_LINE {
-                return Err(self.err(format!("the line at byte {at} is longer than 64 MiB")));
-            }
-            let start = at;
-            at += n as u64;
-            let text = match std::str::from_utf8(&line) {
-                Ok(t) => t.trim(),
-                Err(e) => {
-                    let message = format!("not UTF-8 ({e})");
-                    if !self.reject(tx, &mut page, (start, at), &mut st, message)? {
-                        return Ok(());
-                    }
-                    continue;
+        let (mut stopped, mut failed) = (false, None);
+        formats::read_records(file, layout, |record, start, end| {
+            let (start, end) = (at + start, at + end);
+            let go = match record {
+                Ok(v) => {
+                    page.push(v);
+                    page.len() < PAGE_RECORDS
+                        || self.send(tx, std::mem::take(&mut page), Some(end), &mut st, None)
                 }
+                Err(m) => match self.reject(tx, &mut page, (start, end), &mut st, m) {
+                    Ok(go) => go,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
             };
-            if text.is_empty() {
-                continue;
-            }
-            match super::json::parse(text) {
-                Ok(v) => page.push(v),
-                Err(e) => {
-                    if !self.reject(tx, &mut page, (start, at), &mut st, e.to_string())? {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            }
-            if page.len() >= PAGE_RECORDS
-                && !self.send(tx, std::mem::take(&mut page), Some(at), &mut st, None)
-            {
-                return Ok(());
-            }
+            stopped = !go;
+            if go { Flow::Go } else { Flow::Stop }
+        })
+        .map_err(|m| self.err(m))?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        self.send(tx, page, None, &mut st, None);
-        Ok(())
-    }
-
-    fn csv(&self, at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
-        let delimiter = self
-            .cfg
-            .delimiter
-            .as_deref()
-            .and_then(|d| d.bytes().next())
-            .unwrap_or(if self.path.extension().is_some_and(|e| e == "tsv") {
-                b'\t'
-            } else {
-                b','
-            });
-        let builder = || {
-            let mut b = csv::ReaderBuilder::new();
-            b.delimiter(delimiter).flexible(true);
-            b
-        };
-        // the header row, read from the start whatever the offset
-        let headers = builder()
-            .from_reader(self.open()?)
-            .headers()
-            .map_err(|e| self.err(format!("cannot read the header row: {e}")))?
-            .clone();
-        let names: Vec<String> = headers.iter().map(str::to_string).collect();
-        let mut file = self.open()?;
-        let mut reader = if at == 0 {
-            builder().has_headers(true).from_reader(file)
-        } else {
-            file.seek(SeekFrom::Start(at))
-                .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
-            builder().has_headers(false).from_reader(file)
-        };
-        let base = at;
-        let mut row = csv::StringRecord::new();
-        let mut page = Vec::with_capacity(PAGE_RECORDS);
-        loop {
-            let start = base + reader.position().byte();
-            match reader.read_record(&mut row) {
-                Ok(false) => break,
-                Ok(true) => page.push(Value::Object(
-                    names
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
-                        .collect::<Map<String, Value>>(),
-                )),
-                Err(e) => {
-                    let next = base + reader.position().byte();
-                    if !self.reject(tx, &mut page, (start, next), &mut st, e.to_string())? {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            }
-            let next = base + reader.position().byte();
-            if page.len() >= PAGE_RECORDS
-                && !self.send(tx, std::mem::take(&mut page), Some(next), &mut st, None)
-            {
-                return Ok(());
-            }
+        if !stopped {
+            self.send(tx, page, None, &mut st, None);
         }
-        self.send(tx, page, None, &mut st, None);
         Ok(())
     }
 

@@ -201,94 +201,131 @@ fn meta_charset(head: &[u8]) -> Option<String> {
     None
 }
 
-/// The records of a streamed NDJSON (or, with `csv`, CSV) body, `page`
-/// at a time, after the first `skip`: `emit` gets each page and says
-/// whether to go on. Returns the records the body held (skipped included).
-pub fn stream(
+/// Lines longer than this are refused (a binary file, or no newlines).
+const MAX_LINE: u64 = 64 * 1024 * 1024;
+
+/// Whether a record reader goes on after a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next record.
+    Go,
+    /// Stop reading (the receiver went away, or the caller failed).
+    Stop,
+}
+
+/// How a stream of records is written.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// One JSON value per line; blank lines are skipped.
+    Ndjson,
+    /// CSV with this delimiter; `names` when the header row was read
+    /// already (a file resumed past it), else the stream's first row.
+    Csv {
+        /// The field separator.
+        delimiter: u8,
+        /// The field names, when the stream starts after the header row.
+        names: Option<Vec<String>>,
+    },
+}
+
+/// Read the records of an NDJSON or CSV stream, the one reader of the files
+/// source and of streamed HTTP bodies. `each` gets every record (or why it
+/// does not parse), the byte where it starts and the byte where the next
+/// one starts, both counted from the reader's start. An error is the stream
+/// itself failing: I/O, a line over 64 MiB, no header row.
+pub fn read_records(
     reader: impl std::io::Read,
-    csv: bool,
-    skip: u64,
-    page: usize,
-    mut emit: impl FnMut(Vec<Value>) -> bool,
-) -> Result<u64, String> {
-    let mut p = Pager {
-        n: 0,
-        skip,
-        page,
-        out: Vec::with_capacity(page),
-        emit: &mut emit,
-    };
-    if csv {
-        let mut r = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-        let names: Vec<String> = r
+    layout: Layout,
+    mut each: impl FnMut(Result<Value, String>, u64, u64) -> Flow,
+) -> Result<(), String> {
+    match layout {
+        Layout::Ndjson => read_ndjson(reader, &mut each),
+        Layout::Csv { delimiter, names } => read_csv(reader, delimiter, names, &mut each),
+    }
+}
+
+fn read_ndjson(
+    reader: impl std::io::Read,
+    each: &mut impl FnMut(Result<Value, String>, u64, u64) -> Flow,
+) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
+    let (mut line, mut at) = (Vec::new(), 0u64);
+    loop {
+        line.clear();
+        let n = (&mut r)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read at byte {at}: {e}"))? as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        if n > MAX_LINE {
+            return Err(format!("the line at byte {at} is longer than 64 MiB"));
+        }
+        let start = at;
+        at += n;
+        let record = match std::str::from_utf8(&line) {
+            Ok(t) if t.trim().is_empty() => continue,
+            Ok(t) => super::json::parse(t.trim()).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("not UTF-8 ({e})")),
+        };
+        if each(record, start, at) == Flow::Stop {
+            return Ok(());
+        }
+    }
+}
+
+/// The header row of a CSV stream.
+pub fn csv_names(reader: impl std::io::Read, delimiter: u8) -> Result<Vec<String>, String> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(reader);
+    let names = r
+        .headers()
+        .map_err(|e| format!("cannot read the header row: {e}"))?;
+    Ok(names.iter().map(str::to_string).collect())
+}
+
+fn read_csv(
+    reader: impl std::io::Read,
+    delimiter: u8,
+    names: Option<Vec<String>>,
+    each: &mut impl FnMut(Result<Value, String>, u64, u64) -> Flow,
+) -> Result<(), String> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .has_headers(names.is_none())
+        .from_reader(reader);
+    let names = match names {
+        Some(n) => n,
+        None => r
             .headers()
-            .map_err(|e| format!("the CSV body has no header row: {e}"))?
+            .map_err(|e| format!("cannot read the header row: {e}"))?
             .iter()
             .map(str::to_string)
-            .collect();
-        let mut row = csv::StringRecord::new();
-        while r
-            .read_record(&mut row)
-            .map_err(|e| format!("the CSV body does not parse: {e}"))?
-        {
-            let v = Value::Object(
+            .collect(),
+    };
+    let mut row = csv::StringRecord::new();
+    loop {
+        let start = r.position().byte();
+        let record = match r.read_record(&mut row) {
+            Ok(false) => return Ok(()),
+            Ok(true) => Ok(Value::Object(
                 names
                     .iter()
                     .zip(row.iter())
                     .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
                     .collect(),
-            );
-            if !p.push(v) {
-                return Ok(p.n);
-            }
+            )),
+            Err(e) if e.is_io_error() => return Err(format!("cannot read at byte {start}: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        if each(record, start, r.position().byte()) == Flow::Stop {
+            return Ok(());
         }
-    } else {
-        let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let got = std::io::BufRead::read_until(&mut r, b'\n', &mut line)
-                .map_err(|e| format!("the body was cut short: {e}"))?;
-            if got == 0 {
-                break;
-            }
-            let text = std::str::from_utf8(&line)
-                .map_err(|e| format!("record {} of the NDJSON body is not UTF-8: {e}", p.n + 1))?
-                .trim();
-            if text.is_empty() {
-                continue;
-            }
-            let v = super::json::parse(text).map_err(|e| {
-                format!("record {} of the NDJSON body does not parse: {e}", p.n + 1)
-            })?;
-            if !p.push(v) {
-                return Ok(p.n);
-            }
-        }
-    }
-    if !p.out.is_empty() {
-        (p.emit)(std::mem::take(&mut p.out));
-    }
-    Ok(p.n)
-}
-
-/// Pages of a streamed body: records counted, the first `skip` dropped.
-struct Pager<'a, F> {
-    n: u64,
-    skip: u64,
-    page: usize,
-    out: Vec<Value>,
-    emit: &'a mut F,
-}
-
-impl<F: FnMut(Vec<Value>) -> bool> Pager<'_, F> {
-    /// Take a record; false once the receiver stopped listening.
-    fn push(&mut self, v: Value) -> bool {
-        self.n += 1;
-        if self.n > self.skip {
-            self.out.push(v);
-        }
-        self.out.len() < self.page || (self.emit)(std::mem::take(&mut self.out))
     }
 }
 

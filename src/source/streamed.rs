@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::formats::{Flow, Layout, read_records};
 use super::http::Response;
 use super::{HttpError, HttpSource, Page, PageStream, Partition, Resume};
 use crate::config::source::ResponseFormat;
@@ -125,11 +126,15 @@ impl HttpSource {
                 tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(bytes));
             let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Vec<Value>>(2);
             let skip = st.skip;
-            let parse = tokio::task::spawn_blocking(move || {
-                super::formats::stream(reader, csv, skip, PAGE_RECORDS, |records| {
-                    pages_tx.blocking_send(records).is_ok()
-                })
-            });
+            let layout = if csv {
+                Layout::Csv {
+                    delimiter: b',',
+                    names: None,
+                }
+            } else {
+                Layout::Ndjson
+            };
+            let parse = tokio::task::spawn_blocking(move || pages(reader, layout, skip, &pages_tx));
             let mut last = None;
             while let Some(records) = pages_rx.recv().await {
                 let n = records.len() as u64;
@@ -179,4 +184,38 @@ impl HttpSource {
             }
         }
     }
+}
+
+/// Hand on the records of a streamed body, [`PAGE_RECORDS`] at a time,
+/// after the first `skip`; returns the records the body held.
+fn pages(
+    reader: impl std::io::Read,
+    layout: Layout,
+    skip: u64,
+    tx: &tokio::sync::mpsc::Sender<Vec<Value>>,
+) -> Result<u64, String> {
+    let (mut n, mut out, mut failed) = (0u64, Vec::with_capacity(PAGE_RECORDS), None);
+    read_records(reader, layout, |record, _, _| {
+        n += 1;
+        match record {
+            Err(m) => {
+                failed = Some(format!("record {n} of the body does not parse: {m}"));
+                return Flow::Stop;
+            }
+            Ok(v) if n > skip => out.push(v),
+            Ok(_) => {}
+        }
+        if out.len() >= PAGE_RECORDS && tx.blocking_send(std::mem::take(&mut out)).is_err() {
+            return Flow::Stop;
+        }
+        Flow::Go
+    })
+    .map_err(|m| format!("the body could not be read: {m}"))?;
+    if let Some(m) = failed {
+        return Err(m);
+    }
+    if !out.is_empty() {
+        let _ = tx.blocking_send(out);
+    }
+    Ok(n)
 }
