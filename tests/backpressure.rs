@@ -3,7 +3,7 @@
 //! plus the two batches of the double buffer (one being written, one being
 //! gathered), however many pages the API has.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

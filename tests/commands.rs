@@ -1,7 +1,7 @@
 //! The read-only commands: `validate` checks files without the network,
 //! `preview` fetches one page and writes nothing, `show` prints the table.
 
-mod common;
+use crate::common;
 
 use common::*;
 

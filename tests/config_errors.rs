@@ -1,7 +1,7 @@
 //! A wrong pipeline file: file:line:col, the key, what is allowed, exit 2,
 //! and not one request sent.
 
-mod common;
+use crate::common;
 
 use common::*;
 

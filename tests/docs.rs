@@ -2,7 +2,7 @@
 //! docs/ leads to a file in the repository, and the README gives the two
 //! commands.
 
-mod common;
+use crate::common;
 
 fn links(text: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -5,7 +5,7 @@
 //! refused before anything is touched. Each test runs the real binary
 //! against the mock API on 127.0.0.1 and opens the real database.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ingest_mock::{Canned, MockApi};

@@ -2,7 +2,7 @@
 //! framework's 404 and PostgREST's 416 past the end, and the total read from
 //! `Content-Range`. Against the mock on 127.0.0.1, every row checked.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! resets, rate limits, pages that fail for good, signals. The table must
 //! still equal the data, and nothing may come back before its Retry-After.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

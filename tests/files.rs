@@ -4,7 +4,7 @@
 //! position was saved read again; incremental runs by mtime; a line that
 //! does not parse, failing the run or recorded as a reject.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! (`param = "body:variables.after"`), and an `errors` array that fails the
 //! page with its message. Against the mock's `/graphql` on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::*;
 

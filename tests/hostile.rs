@@ -3,7 +3,7 @@
 //! a reason; nothing panics; the table stays readable. Plus an HTML error
 //! page served with status 200 and a records path that is missing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ingest_mock::hostile;

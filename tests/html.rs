@@ -4,7 +4,7 @@
 //! recorded as a reject while the others land. A scrape SIGKILLed midway
 //! and run again stores each page once.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Incremental syncs: the second run asks only from the mark minus the
 //! lookback, picks up updated and new records, and the table equals the data.
 
-mod common;
+use crate::common;
 
 use common::*;
 

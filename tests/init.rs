@@ -1,7 +1,7 @@
 //! `ingest init URL`: one request to each pagination style of the mock, a
 //! pipeline file that validates, and a run of it that lands every post.
 
-mod common;
+use crate::common;
 
 use common::*;
 

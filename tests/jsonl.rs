@@ -3,7 +3,7 @@
 //! run's uncommitted tail cut off, `replace` renaming a complete file over
 //! the old one, `-` feeding standard output, and `merge` refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

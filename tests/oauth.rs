@@ -4,7 +4,7 @@
 //! every use and kept in the ledger the moment it arrives (across a SIGKILL
 //! and in PostgreSQL), and no token or client secret in any output.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

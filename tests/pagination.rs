@@ -2,7 +2,7 @@
 //! the real binary, the mock API on 127.0.0.1, and every row of the SQLite
 //! table compared with the generated data.
 
-mod common;
+use crate::common;
 
 use common::*;
 

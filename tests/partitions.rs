@@ -2,7 +2,7 @@
 //! range values, and the posts -> comments parent/child pair; several
 //! pipelines in one run; the refusal of overlapping runs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Every pipeline file shipped under pipelines/ loads and passes validation.
 
-mod common;
+use crate::common;
 
 use ingest::config::{LoadOptions, load};
 

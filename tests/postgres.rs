@@ -6,7 +6,7 @@
 //! Each runs the real binary against the mock API and a throwaway cluster
 //! (`make test`), and reads every row back from the database.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

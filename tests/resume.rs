@@ -4,7 +4,7 @@
 //! on the sequential and the concurrent path, with partitions and with
 //! incremental marks.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

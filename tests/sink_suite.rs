@@ -4,7 +4,7 @@
 //! schema evolution and rejects. Each test runs the real binary against the
 //! mock API on 127.0.0.1 and reads the sink's own storage back.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

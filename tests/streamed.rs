@@ -5,7 +5,7 @@
 //! middle of one 40,000-record response that resumes by skipping what it
 //! had stored.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Write modes end to end: merge twice gives the same table, append twice
 //! doubles it, replace swaps a fresh table in; the run history and state.
 
-mod common;
+use crate::common;
 
 use common::*;
 
