@@ -2,7 +2,9 @@
 //! NDJSON and CSV (quoted commas and newlines) by glob; SIGKILLs midway and
 //! an exact resume inside the file being read; a file changed since its
 //! position was saved read again; incremental runs by mtime; a line that
-//! does not parse, failing the run or recorded as a reject.
+//! does not parse, failing the run or recorded as a reject; a JSON document
+//! streamed from its records path, killed inside its array and resumed
+//! exactly, and one cut short storing nothing.
 
 use crate::common;
 
@@ -141,6 +143,95 @@ async fn kills_midway_resume_inside_the_files_exactly() {
     assert_eq!(
         scalar(&db, "SELECT sum(records) FROM _ingest_runs").await,
         60_000
+    );
+}
+
+/// A JSON document with `n` records from `first` at `data.items`, between
+/// other values that are skipped.
+fn document(first: u64, n: u64) -> String {
+    let items: Vec<String> = (first..first + n)
+        .map(|id| json!({"id": id, "name": format!("rec {id} ünï"), "n": {"x": [id]}}).to_string())
+        .collect();
+    format!(
+        "{{\"meta\": {{\"items\": [1, 2], \"note\": \"not these\"}},\n \"data\": {{\"count\": {n}, \"items\": [\n{}\n]}},\n \"after\": [{{\"id\": -1}}]}}\n",
+        items.join(",\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_document_is_streamed_and_resumes_inside_its_array_exactly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/export.json", &document(1, 30_000));
+    let p = pipeline(d, "records = \"data.items\"", "");
+    let db = d.join("out.db");
+    for (i, at) in [2_000, 9_000].into_iter().enumerate() {
+        kill_when_committed(d, "http://127.0.0.1:9", &p, &db, at, &format!("kill {i}")).await;
+    }
+    let position = scalar(
+        &db,
+        "SELECT count(*) FROM _ingest_state WHERE resume LIKE '%offset%'",
+    )
+    .await;
+    assert_eq!(position, 1, "a record index inside the document was saved");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p, "--output", "json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = ids(&db).await;
+    let want: Vec<i64> = (1..=30_000).collect();
+    assert_eq!(got.len(), want.len(), "rows");
+    assert!(got == want, "every record once, in order");
+    assert_eq!(
+        scalar(&db, "SELECT sum(records) FROM _ingest_runs").await,
+        30_000
+    );
+    let sample = rows(&db, "recs", "id").await;
+    assert_eq!(
+        sample[29_999],
+        json!({"id": 30_000, "name": "rec 30000 ünï", "n": "{\"x\":[30000]}"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_document_that_does_not_parse_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // cut short while it was being written: 3,000 good records, then the end is missing
+    let whole = document(1, 3_000);
+    put(d, "in/cut.json", &whole[..whole.len() * 2 / 3]);
+    let p = pipeline(d, "records = \"data.items\"", "");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("in/cut.json: the record at byte 0 does not parse: EOF while parsing"),
+        "{}",
+        out.stderr
+    );
+    let db = d.join("out.db");
+    let skip = pipeline(d, "records = \"data.items\"\non_error = \"skip\"", "");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &skip]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(scalar(&db, "SELECT count(*) FROM _ingest_rejects").await, 1);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'recs'"
+        )
+        .await,
+        0,
+        "no record of a broken document is stored"
+    );
+    // a path that is not in the document names what is there
+    put(d, "in/cut.json", &whole);
+    let wrong = pipeline(d, "records = \"data.rows\"", "");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &wrong]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the records path `data.rows` is not in the file (top-level keys: meta, data, after)"
+        ),
+        "{}",
+        out.stderr
     );
 }
 

@@ -37,6 +37,11 @@ impl FieldPath {
         Ok(Self(parts))
     }
 
+    /// The names along the path (none for the root).
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+
     /// Whether this is the root.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()

@@ -5,7 +5,9 @@
 //! A file is read on a blocking thread and handed over in pages of
 //! [`PAGE_RECORDS`] records through a channel of two, so memory stays flat
 //! for any size: NDJSON line by line, CSV row by row (the `csv` crate; the
-//! header row names the fields), a JSON document whole (it is one value).
+//! header row names the fields), a JSON document record by record from the
+//! array at `records` (`document.rs`), after a first pass that checks it
+//! whole.
 //! Each page's resume point is where the next one starts: a byte offset
 //! (NDJSON, CSV) or a record index (JSON), so a killed run continues inside
 //! the file it was reading. A file whose size or mtime changed since its
@@ -20,6 +22,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
+use super::document;
 use super::formats::{self, Flow, Layout};
 use super::{HttpError, Page, PageFailure, PageStream, Partition, Position, Resume, SourceMetrics};
 use crate::config::source::{FileFormat, FilesSourceConfig, OnError};
@@ -366,42 +369,46 @@ impl Reading {
         Ok(())
     }
 
-    /// A JSON document is one value: read whole, then handed over in pages
-    /// from record `from` on.
+    /// A JSON document: checked whole, then its records streamed from
+    /// record `from` on (`document.rs`); an object at the root with no
+    /// `records` path is one record.
     fn json(&self, from: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
+        if let Err(m) = document::check(self.open()?) {
+            let failure = self.bad(0, m)?;
+            self.send(tx, Vec::new(), None, &mut st, Some(failure));
+            return Ok(());
+        }
+        let root = self.cfg.records.is_root();
+        if root && document::is_object(self.open()?).map_err(|m| self.err(m))? {
+            return self.one(&mut st, tx);
+        }
+        let (mut page, mut next) = (Vec::with_capacity(PAGE_RECORDS), from);
+        let end = document::read(self.open()?, &self.cfg.records, from, |record| {
+            // a full page goes once the next record shows it is not the last
+            if page.len() == PAGE_RECORDS
+                && !self.send(tx, std::mem::take(&mut page), Some(next), &mut st, None)
+            {
+                return Flow::Stop;
+            }
+            page.push(record);
+            next += 1;
+            Flow::Go
+        })
+        .map_err(|m| self.err(m))?;
+        if end == document::End::Done {
+            self.send(tx, page, None, &mut st, None);
+        }
+        Ok(())
+    }
+
+    /// A document that is one object: one record.
+    fn one(&self, st: &mut Resume, tx: &Tx) -> Result<(), HttpError> {
         let mut text = String::new();
         self.open()?
             .read_to_string(&mut text)
             .map_err(|e| self.err(format!("cannot read as UTF-8 text: {e}")))?;
-        let mut doc = match super::json::parse(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                let failure = self.bad(0, e.to_string())?;
-                self.send(tx, Vec::new(), None, &mut st, Some(failure));
-                return Ok(());
-            }
-        };
-        drop(text);
-        // a single object is one record
-        let records = match (&doc, self.cfg.records.is_root()) {
-            (Value::Object(_), true) => vec![std::mem::take(&mut doc)],
-            _ => super::take_records(&mut doc, &self.cfg.records).map_err(|m| self.err(m))?,
-        };
-        let total = records.len() as u64;
-        let mut next = from;
-        let mut rest = records.into_iter().skip(from as usize).peekable();
-        while rest.peek().is_some() {
-            let page: Vec<Value> = rest.by_ref().take(PAGE_RECORDS).collect();
-            next += page.len() as u64;
-            let more = next < total;
-            if !self.send(tx, page, more.then_some(next), &mut st, None) {
-                return Ok(());
-            }
-            if !more {
-                return Ok(());
-            }
-        }
-        self.send(tx, Vec::new(), None, &mut st, None);
+        let record = super::json::parse(&text).map_err(|e| self.err(e.to_string()))?;
+        self.send(tx, vec![record], None, st, None);
         Ok(())
     }
 }

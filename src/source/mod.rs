@@ -11,6 +11,7 @@
 //! the writes downstream through the bounded channel.
 
 pub mod adaptive;
+pub mod document;
 pub mod files;
 pub mod formats;
 pub mod http;
