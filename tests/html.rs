@@ -2,7 +2,9 @@
 //! URLs, against real pages served by the mock: well-formed, malformed,
 //! windows-1252 and Shift_JIS declared only in `<meta>`, and a 404 that is
 //! recorded as a reject while the others land. A scrape SIGKILLed midway
-//! and run again stores each page once.
+//! and run again stores each page once. A listing walked by the `rel=next`
+//! link in each page (`next = "html:…"`), killed midway and resumed
+//! exactly.
 
 use crate::common;
 
@@ -198,6 +200,160 @@ fields = { title = "title" }"#;
     assert!(
         out.stderr
             .contains("source.html: applies to `format = \"html\"`"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A listing of pages `1..=last` walked by the link each page gives to the
+/// next (`html:` at `next`), one record per story.
+fn listing(dir: &Path, base: &str, last: u64, next: &str, write_mode: &str) -> String {
+    let text = format!(
+        r#"[source]
+kind = "http"
+base_url = "{base}"
+path = "/html/page/1"
+params = {{ last = "{last}" }}
+format = "html"
+
+[source.html]
+each = "article"
+fields = {{ id = "@id", story = "h2" }}
+
+[source.pagination]
+kind = "next_url"
+next = "{next}"
+
+[sink]
+kind = "sqlite"
+path = "out.db"
+table = "stories"
+write = "{write_mode}"
+primary_key = ["id"]
+batch_size = 3
+"#
+    );
+    write(dir, "listing.toml", &text).display().to_string()
+}
+
+/// The story ids of pages `1..=last`, in order.
+fn stories(last: u64) -> Vec<String> {
+    (1..=last)
+        .flat_map(|n| (1..=3).map(move |a| format!("a{n}-{a}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_is_walked_by_the_next_link_in_each_page() {
+    let api = mock(1).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let p = listing(d, &api.url(), 5, "html:a[rel=next]@href", "merge");
+    let out = ingest(d, &api.url(), &["run", &p, "--output", "json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&d.join("out.db"), "stories", "rowid").await;
+    let ids: Vec<&str> = got.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, stories(5), "every story of the 5 pages, in order");
+    assert_eq!(got[14]["story"], "Story 5.3");
+    // each record names the page it came from: the relative links were
+    // resolved against the page that gave them
+    assert_eq!(
+        got[3]["url"],
+        format!("{}/html/page/2?last=5", api.url()),
+        "{:?}",
+        got[3]
+    );
+    let paths: Vec<String> = api.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths.len(), 5, "page 5 has no next link: {paths:?}");
+    assert!(
+        !out.stderr.contains("warning"),
+        "the first page has the link: {}",
+        out.stderr
+    );
+    // a selector that matches nothing on the first page ends the walk there,
+    // and says so
+    let p = listing(d, &api.url(), 5, "html:a.following@href", "merge");
+    let out = ingest(d, &api.url(), &["run", &p, "--full-refresh"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("html:a.following@href"),
+        "the missing link is named: {}",
+        out.stderr
+    );
+    assert_eq!(rows(&d.join("out.db"), "stories", "rowid").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_killed_midway_resumes_at_the_next_link_exactly() {
+    let api = slow_mock(1, 30).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // append: a story stored twice would be two rows
+    let p = listing(d, &api.url(), 60, "html:a.next@href", "append");
+    let db = d.join("out.db");
+    kill_when_committed(d, &api.url(), &p, &db, 30, "kill 1").await;
+    kill_when_committed(d, &api.url(), &p, &db, 45, "kill 2").await;
+    let out = ingest(d, &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("resuming the interrupted run"),
+        "{}",
+        out.stderr
+    );
+    let got = rows(&db, "stories", "rowid").await;
+    let ids: Vec<&str> = got.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, stories(60), "each story once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_locations_are_checked_against_the_format() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let base = "http://127.0.0.1:9";
+    // a selector that does not compile
+    let p = listing(d, base, 5, "html:a!@href", "merge");
+    let out = ingest(d, base, &["validate", &p]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("source.pagination.next: `html:a!@href`: `a!` is not a CSS selector"),
+        "{}",
+        out.stderr
+    );
+    // a body path and a total in a web page: both reported, in one pass
+    let p = listing(d, base, 5, "links.next", "merge");
+    let text = std::fs::read_to_string(&p).unwrap_or_default().replace(
+        "kind = \"next_url\"",
+        "kind = \"next_url\"\ntotal = \"meta.total\"",
+    );
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = ingest(d, base, &["validate", &p]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    for key in ["source.pagination.next", "source.pagination.total"] {
+        assert!(
+            out.stderr.contains(&format!(
+                "{key}: reads the JSON body, and a web page is not one: use `html:selector`"
+            )),
+            "{key}: {}",
+            out.stderr
+        );
+    }
+    // html: in a JSON source
+    let p = listing(d, base, 5, "html:a.next@href", "merge");
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_default()
+        .replace("format = \"html\"\n", "")
+        .replace(
+            "[source.html]\neach = \"article\"\nfields = { id = \"@id\", story = \"h2\" }\n",
+            "",
+        );
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = ingest(d, base, &["validate", &p]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "source.pagination.next: reads a web page, and this source's format is not html"
+        ),
         "{}",
         out.stderr
     );

@@ -1,14 +1,18 @@
 //! Web pages for the `format = "html"` source and the seed's scraper:
 //!
 //! - `/html/page/{n}`: a well-formed page: `<title>Page n</title>`, an `<h1>`,
-//!   three `<article>`s with a heading and links;
+//!   three `<article>`s with a heading and links; with `?last=N`, a listing
+//!   whose pages before N end with `<a rel="next" class="next">` to the next
+//!   one (relative, carrying `last`), as paginated sites do;
 //! - `/html/malformed`: no closing tags, a `<b>` across an `</h1>`, a table
 //!   without rows' ends, bare `&`, as hand-written pages have;
 //! - `/html/latin1`: windows-1252 bytes, declared only by `<meta charset>`;
 //! - `/html/sjis`: Shift_JIS bytes, declared by `<meta http-equiv>`;
 //! - `/html/missing`: a 404 page.
 
-use axum::extract::Path;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -19,7 +23,18 @@ fn page(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response {
 }
 
 /// `GET /html/page/{n}`.
-pub(crate) async fn numbered(Path(n): Path<u64>) -> Response {
+pub(crate) async fn numbered(
+    Path(n): Path<u64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let last = q.get("last").and_then(|l| l.parse::<u64>().ok());
+    let nav = match last {
+        Some(last) if n < last => format!(
+            "<nav><a href=\"/\">Home</a> <a class=\"next\" rel=\"next\" href=\"{}?last={last}\">Next &raquo;</a></nav>\n",
+            n + 1
+        ),
+        _ => String::new(),
+    };
     let articles: String = (1..=3)
         .map(|a| {
             format!(
@@ -30,7 +45,7 @@ pub(crate) async fn numbered(Path(n): Path<u64>) -> Response {
         .collect();
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Page {n}</title></head>\n\
-         <body><h1>Heading of page {n}</h1>\n{articles}</body></html>\n"
+         <body><h1>Heading of page {n}</h1>\n{articles}{nav}</body></html>\n"
     );
     page(
         StatusCode::OK,

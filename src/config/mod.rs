@@ -820,29 +820,39 @@ fn check_format(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
         )),
         _ => {}
     }
-    // a streamed body is not a JSON document: nothing can be read in it
-    if matches!(s.format, ResponseFormat::Ndjson | ResponseFormat::Csv) {
-        let pg = &s.pagination;
-        let mut body = vec![
-            ("source.pagination.total", &pg.total),
-            ("source.pagination.has_more", &pg.has_more),
-        ];
-        let kind_loc = match &pg.kind {
-            PaginationKind::Cursor(c) => Some(("source.pagination.cursor", &c.cursor)),
-            PaginationKind::NextUrl(n) => Some(("source.pagination.next", &n.next)),
-            _ => None,
+    check_locations(s, ctx, tree);
+}
+
+/// Where the pagination reads a response must be there in the source's
+/// format: a streamed body is not a JSON document, a web page is read by
+/// `html:` selectors, and `html:` reads only web pages.
+fn check_locations(s: &HttpSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
+    use source::ResponseFormat;
+    use values::Location;
+    for (name, loc) in s.pagination.locations() {
+        let key = format!("source.pagination.{name}");
+        for (_, m) in loc.problems() {
+            ctx.push(ctx.key(tree, &key, m));
+        }
+        let last_record = if name == "total" || name == "has_more" {
+            ""
+        } else {
+            " or `last_record:field`"
         };
-        let in_body = |l: &values::Location| matches!(l, values::Location::Body(_));
-        for (key, loc) in body.drain(..) {
-            if loc.as_ref().is_some_and(in_body) {
-                ctx.push(ctx.key(tree, key, "reads the JSON body, and an NDJSON or CSV body is not one: use `header:Name` (or remove it)"));
+        let problem = match (&s.format, loc) {
+            (ResponseFormat::Ndjson | ResponseFormat::Csv, Location::Body(_)) => format!(
+                "reads the JSON body, and an NDJSON or CSV body is not one: use `header:Name`{last_record} (or remove it)"
+            ),
+            (ResponseFormat::Html, Location::Body(_)) => format!(
+                "reads the JSON body, and a web page is not one: use `html:selector` (its text) or `html:selector@attr`, like `html:a[rel=next]@href`{}",
+                if last_record.is_empty() { "" } else { ", or `last_record:field`" }
+            ),
+            (ResponseFormat::Html, _) | (_, Location::Body(_) | Location::Header(_) | Location::LastRecord(_)) => continue,
+            (_, Location::Html(_)) => {
+                "reads a web page, and this source's format is not html: set `format = \"html\"`, or use a body path or `header:Name`".to_string()
             }
-        }
-        if let Some((key, loc)) = kind_loc
-            && in_body(loc)
-        {
-            ctx.push(ctx.key(tree, key, "reads the JSON body, and an NDJSON or CSV body is not one: use `header:Name` or `last_record:field`"));
-        }
+        };
+        ctx.push(ctx.key(tree, &key, &problem));
     }
 }
 

@@ -42,6 +42,26 @@ pub struct PaginationConfig {
     pub stop_on_status: Vec<u16>,
 }
 
+impl PaginationConfig {
+    /// The locations a response is read at, with their keys under
+    /// `[source.pagination]`.
+    pub fn locations(&self) -> Vec<(&'static str, &Location)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.total {
+            out.push(("total", t));
+        }
+        if let Some(h) = &self.has_more {
+            out.push(("has_more", h));
+        }
+        match &self.kind {
+            PaginationKind::Cursor(c) => out.push(("cursor", &c.cursor)),
+            PaginationKind::NextUrl(n) => out.push(("next", &n.next)),
+            _ => {}
+        }
+        out
+    }
+}
+
 impl Default for PaginationConfig {
     fn default() -> Self {
         Self {

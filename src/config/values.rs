@@ -98,6 +98,9 @@ pub enum Location {
     Header(String),
     /// A field of the last record of the page (`last_record:id`).
     LastRecord(FieldPath),
+    /// The first match of a CSS selector in a web page, its text or an
+    /// attribute (`html:a[rel=next]@href`; `format = "html"`).
+    Html(String),
 }
 
 impl TryFrom<String> for Location {
@@ -116,6 +119,10 @@ impl TryFrom<String> for Location {
             }
             return Ok(Location::Header(h.to_ascii_lowercase()));
         }
+        // (the selector is checked by the loader, through `Problems`)
+        if let Some(spec) = s.strip_prefix("html:") {
+            return Ok(Location::Html(spec.trim().to_string()));
+        }
         if let Some(p) = s.strip_prefix("last_record:") {
             let path = FieldPath::parse(p)?;
             if path.is_root() {
@@ -128,7 +135,7 @@ impl TryFrom<String> for Location {
         let path = FieldPath::parse(&s)?;
         if path.is_root() {
             return Err(
-                "a location is a dotted body path (`meta.total`), `header:Name` or `last_record:field`".into(),
+                "a location is a dotted body path (`meta.total`), `header:Name`, `last_record:field` or `html:selector@attr`".into(),
             );
         }
         Ok(Location::Body(path))
@@ -141,6 +148,7 @@ impl fmt::Display for Location {
             Location::Body(p) => write!(f, "{p}"),
             Location::Header(h) => write!(f, "header:{h}"),
             Location::LastRecord(p) => write!(f, "last_record:{p}"),
+            Location::Html(spec) => write!(f, "html:{spec}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Problems;
 use crate::config::source::HtmlConfig;
+use crate::config::values::Location;
 
 /// How far into a page its `<meta charset>` is looked for.
 const PRESCAN: usize = 1024;
@@ -31,6 +32,9 @@ struct Field {
 pub struct Extract {
     each: Option<Selector>,
     fields: Vec<Field>,
+    /// The pagination's `html:` locations, each named by its spec and
+    /// read once per page, in the whole page.
+    picks: Vec<Field>,
 }
 
 /// A field's selector, its attribute and whether it takes every match:
@@ -51,6 +55,42 @@ fn selector(text: &str) -> Result<Selector, String> {
     Selector::parse(text).map_err(|e| format!("`{text}` is not a CSS selector: {e}"))
 }
 
+/// One value of a page by its spec (`sel`, `sel@attr`, `@attr`, `sel[]`).
+fn field(name: &str, spec: &str) -> Result<Field, String> {
+    let (sel, attr, all) = split_field(spec);
+    if attr.is_some_and(str::is_empty) {
+        return Err(format!(
+            "`{spec}`: write the attribute after `@`, like `a@href`"
+        ));
+    }
+    Ok(Field {
+        name: name.to_string(),
+        selector: match sel {
+            "" => None,
+            sel => Some(selector(sel)?),
+        },
+        attr: attr.map(str::to_string),
+        all,
+    })
+}
+
+/// The loader's check of an `html:` location: its spec is a selector.
+impl Problems for Location {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let Location::Html(spec) = self else {
+            return Vec::new();
+        };
+        let problem = match split_field(spec).0 {
+            "" => "write a CSS selector after `html:`, like `html:a[rel=next]@href`".to_string(),
+            _ => match field(spec, spec) {
+                Ok(_) => return Vec::new(),
+                Err(m) => m,
+            },
+        };
+        vec![("", format!("`{self}`: {problem}"))]
+    }
+}
+
 impl Extract {
     /// Compile `[source.html]`; errors name the key, for the loader.
     pub fn new(cfg: &HtmlConfig) -> Result<Self, (String, String)> {
@@ -69,30 +109,45 @@ impl Extract {
                     ),
                 ));
             }
-            let (sel, attr, all) = split_field(spec);
-            if attr.is_some_and(str::is_empty) {
-                return Err((
-                    key,
-                    format!("`{spec}`: write the attribute after `@`, like `a@href`"),
-                ));
-            }
-            fields.push(Field {
-                name: name.clone(),
-                selector: match sel {
-                    "" => None,
-                    sel => Some(selector(sel).map_err(|m| (key, m))?),
-                },
-                attr: attr.map(str::to_string),
-                all,
-            });
+            fields.push(field(name, spec).map_err(|m| (key, m))?);
         }
-        Ok(Self { each, fields })
+        Ok(Self {
+            each,
+            fields,
+            picks: Vec::new(),
+        })
+    }
+
+    /// Also read these `html:` location specs in every page ([`Self::page`]).
+    pub fn with_picks<'a>(
+        mut self,
+        specs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, String> {
+        for spec in specs {
+            self.picks.push(field(spec, spec)?);
+        }
+        Ok(self)
     }
 
     /// The records of one page: one per `each` element (or one for the
-    /// page), each with `url`, `status` and `fetched_at` first.
-    pub fn records(&self, html: &str, url: &str, status: u16, fetched_at: &str) -> Vec<Value> {
+    /// page), each with `url`, `status` and `fetched_at` first; and the
+    /// values of the `html:` locations in it by spec (the document is
+    /// parsed once for both).
+    pub fn page(
+        &self,
+        html: &str,
+        url: &str,
+        status: u16,
+        fetched_at: &str,
+    ) -> (Vec<Value>, Map<String, Value>) {
         let doc = Html::parse_document(html);
+        // a selector that matches nothing is absent, not null
+        let picked = self
+            .picks
+            .iter()
+            .map(|p| (p.name.clone(), p.take(doc.root_element())))
+            .filter(|(_, v)| !v.is_null())
+            .collect();
         let base = |m: &mut Map<String, Value>| {
             m.insert("url".into(), Value::String(url.to_string()));
             m.insert("status".into(), Value::from(status));
@@ -106,10 +161,11 @@ impl Extract {
             }
             Value::Object(m)
         };
-        match &self.each {
+        let records = match &self.each {
             Some(each) => doc.select(each).map(one).collect(),
             None => vec![one(doc.root_element())],
-        }
+        };
+        (records, picked)
     }
 }
 
@@ -377,7 +433,7 @@ mod tests {
         };
         let x = Extract::new(&cfg).unwrap_or_else(|e| panic!("{e:?}"));
         let page = "<article><h2> One\n two </h2><a href=/a>x</a><a href=/b>y</a></article><article><p>no heading";
-        let got = x.records(page, "http://h/p", 200, "t");
+        let got = x.page(page, "http://h/p", 200, "t").0;
         assert_eq!(got.len(), 2);
         assert_eq!(got[0]["h"], "One two");
         assert_eq!(got[0]["links"], serde_json::json!(["/a", "/b"]));

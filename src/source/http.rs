@@ -22,6 +22,7 @@ use super::retry::{self, Transient};
 use super::{HttpError, SourceMetrics};
 use crate::config::HttpSourceConfig;
 use crate::config::source::{ApiKeyIn, AuthConfig, Method, RetryConfig};
+use crate::config::values::Location;
 use crate::redact::Secrets;
 
 /// Bodies larger than this are refused rather than buffered.
@@ -36,6 +37,8 @@ pub struct Response {
     pub headers: HeaderMap,
     /// The parsed body.
     pub body: Value,
+    /// A web page's values at the pagination's `html:` locations, by spec.
+    pub picked: serde_json::Map<String, Value>,
 }
 
 /// A source's client.
@@ -79,10 +82,22 @@ impl BodyFormat {
         use crate::config::source::ResponseFormat;
         Ok(match cfg.format {
             ResponseFormat::Json | ResponseFormat::Ndjson | ResponseFormat::Csv => BodyFormat::Json,
-            ResponseFormat::Html => BodyFormat::Html(
-                super::formats::Extract::new(&cfg.html.clone().unwrap_or_default())
-                    .map_err(|(k, m)| HttpError::Client(format!("source.html.{k}: {m}")))?,
-            ),
+            ResponseFormat::Html => {
+                let picks = cfg
+                    .pagination
+                    .locations()
+                    .into_iter()
+                    .filter_map(|(_, l)| match l {
+                        Location::Html(spec) => Some(spec.as_str()),
+                        _ => None,
+                    });
+                BodyFormat::Html(
+                    super::formats::Extract::new(&cfg.html.clone().unwrap_or_default())
+                        .map_err(|(k, m)| HttpError::Client(format!("source.html.{k}: {m}")))?
+                        .with_picks(picks)
+                        .map_err(|m| HttpError::Client(format!("source.pagination: {m}")))?,
+                )
+            }
         })
     }
 
@@ -448,11 +463,12 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("no content type");
         if !matches!(self.format, BodyFormat::Json) {
-            let body = self.decode_other(&bytes, ctype, &final_url, status.as_u16())?;
+            let (body, picked) = self.decode_other(&bytes, ctype, &final_url, status.as_u16())?;
             return Ok(Response {
                 url: final_url,
                 headers,
                 body,
+                picked,
             });
         }
         // a big body takes milliseconds to parse: do it on the blocking pool,
@@ -474,6 +490,7 @@ impl HttpClient {
             url: final_url,
             headers,
             body,
+            picked: serde_json::Map::new(),
         })
     }
 
@@ -516,25 +533,22 @@ impl HttpClient {
 }
 
 impl HttpClient {
-    /// A body in a format other than JSON (a web page), as an array of records.
+    /// A body in a format other than JSON (a web page), as an array of
+    /// records, with the values at the pagination's `html:` locations.
     fn decode_other(
         &self,
         bytes: &[u8],
         ctype: &str,
         url: &Url,
         status: u16,
-    ) -> Result<Value, Attempt> {
+    ) -> Result<(Value, serde_json::Map<String, Value>), Attempt> {
         match &self.format {
-            BodyFormat::Json => decode(bytes, ctype),
+            BodyFormat::Json => Ok((decode(bytes, ctype)?, serde_json::Map::new())),
             BodyFormat::Html(x) => {
                 let text = super::formats::decode_html(bytes, ctype);
                 let now = format!("{:.3}", jiff::Timestamp::now());
-                Ok(Value::Array(x.records(
-                    &text,
-                    &self.show(url),
-                    status,
-                    &now,
-                )))
+                let (records, picked) = x.page(&text, &self.show(url), status, &now);
+                Ok((Value::Array(records), picked))
             }
         }
     }

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::http::Response;
 use super::pagination::{Kind, Request};
-use crate::config::pagination::{PaginationConfig, PaginationKind};
+use crate::config::pagination::PaginationConfig;
 use crate::config::values::Location;
 
 /// Where a request of a walk points.
@@ -171,19 +171,7 @@ impl Paginator {
     /// The locations a response is read at, with their keys: a first page
     /// that has none of one is reported.
     pub fn locations(&self) -> Vec<(&'static str, &Location)> {
-        let mut out = Vec::new();
-        if let Some(t) = &self.cfg.total {
-            out.push(("total", t));
-        }
-        if let Some(h) = &self.cfg.has_more {
-            out.push(("has_more", h));
-        }
-        match &self.cfg.kind {
-            PaginationKind::Cursor(c) => out.push(("cursor", &c.cursor)),
-            PaginationKind::NextUrl(n) => out.push(("next", &n.next)),
-            _ => {}
-        }
-        out
+        self.cfg.locations()
     }
 
     /// Whether a response with this status ends the walk normally
@@ -216,6 +204,7 @@ pub fn locate(loc: &Location, resp: &Response, records: &[Value]) -> Option<Valu
             .and_then(|v| v.to_str().ok())
             .map(|s| Value::String(s.to_string())),
         Location::LastRecord(p) => records.last().and_then(|r| p.get(r)).cloned(),
+        Location::Html(spec) => resp.picked.get(spec).cloned(),
     }
 }
 
@@ -268,6 +257,7 @@ mod tests {
             url: Url::parse("http://h.test/api/items?page=1").unwrap_or_else(|e| panic!("{e}")),
             headers: h,
             body,
+            picked: serde_json::Map::new(),
         }
     }
 

@@ -77,7 +77,12 @@ impl HttpSource {
                 }
                 let done = match got { Some(d) => d, None => reading.await };
                 let done = done?;
-                let resp = Response { url: done.url, headers: done.headers, body: Value::Null };
+                let resp = Response {
+                    url: done.url,
+                    headers: done.headers,
+                    body: Value::Null,
+                    picked: serde_json::Map::new(),
+                };
                 let sample: Vec<Value> = done.last.into_iter().collect();
                 let next = this.paginator.next(&pos, &resp, &sample).map_err(|m| HttpError::Body {
                     url: this.client.show(&resp.url),
