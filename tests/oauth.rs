@@ -2,7 +2,8 @@
 //! behind it (`/oauth/posts`): client credentials renewed before they
 //! expire, a revoked token renewed once on a 401, a refresh token rotated on
 //! every use and kept in the ledger the moment it arrives (across a SIGKILL
-//! and in PostgreSQL), and no token or client secret in any output.
+//! and in PostgreSQL, where the three processes of a shared run take turns
+//! with it), and no token or client secret in any output.
 
 use crate::common;
 
@@ -374,4 +375,86 @@ async fn standard_output_cannot_keep_a_rotated_token_and_says_so() {
         out.stderr
     );
     assert_no_secret(&out.stderr, &api.oauth_stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_of_a_shared_run_take_turns_with_a_single_use_token() {
+    // 60 daily windows, 4 pages of 25 ms each, shared by three processes,
+    // with access tokens that live a second: each process renews several
+    // times, always with the refresh token another may just have rotated
+    let api = MockApi::start(ingest_mock::MockConfig {
+        posts: 520,
+        spacing: 3 * 3600,
+        delay: Duration::from_millis(25),
+        ..ingest_mock::MockConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    api.set_token_ttl(Duration::from_secs(1));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let url = pg_database(d).await;
+    let text = format!(
+        r#"name = "shared"
+[source]
+kind = "http"
+base_url = "${{API_BASE}}"
+path = "/oauth/posts"
+concurrency = 1
+
+[source.auth]
+kind = "oauth2"
+token_url = "${{API_BASE}}/oauth/token"
+{REFRESH}
+
+[source.partition]
+kind = "dates"
+start = "2024-01-01"
+end = "2024-03-01"
+step = "1d"
+start_param = "updated_since"
+end_param = "updated_before"
+
+[source.pagination]
+kind = "page_number"
+param = "_page"
+size_param = "_limit"
+size = 2
+
+[sink]
+kind = "postgres"
+url = "{url}"
+table = "posts"
+write = "append"
+lease = "30s"
+"#
+    );
+    write(d, "shared.toml", &text);
+    let env = env(FIRST_REFRESH);
+    let (a, b, c) = tokio::join!(
+        run(d, &api, "shared.toml", &env),
+        run(d, &api, "shared.toml", &env),
+        run(d, &api, "shared.toml", &env),
+    );
+    let stats = api.oauth_stats();
+    for out in [&a, &b, &c] {
+        assert_eq!(out.code, 0, "{out:?}\n{stats:?}");
+        assert_no_secret(&format!("{}{}", out.stdout, out.stderr), &stats);
+    }
+    assert_eq!(stats.refused_grants, 0, "a spent token was used: {stats:?}");
+    assert!(stats.issued >= 4, "the processes renewed: {stats:?}");
+    let kept = pg_rows(
+        &url,
+        "SELECT token FROM ingest.tokens WHERE pipeline = 'shared'",
+    )
+    .await;
+    assert_eq!(
+        kept.first().and_then(|r| r["token"].as_str()),
+        stats.current_refresh.as_deref(),
+        "the ledger holds the live token"
+    );
+    // post n is n * 3 h after 2024-01-01: [1, 479] fall before 2024-03-01
+    let data = api.dataset();
+    let want: Vec<serde_json::Value> = (1..=479).map(|id| data.post(id)).collect();
+    assert_eq!(pg_rows(&url, "SELECT * FROM posts ORDER BY id").await, want);
 }

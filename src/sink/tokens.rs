@@ -1,7 +1,11 @@
 //! The ledger side of OAuth2 (`source/oauth.rs`): the refresh token a server
 //! rotated, kept in the sink's own tables (`_ingest_tokens` in SQLite,
 //! `ingest.tokens` in PostgreSQL) on a connection of its own, so it is
-//! committed the moment it arrives, whatever batch is in flight.
+//! committed the moment it arrives, whatever batch is in flight. In
+//! PostgreSQL, renewals take turns under an advisory lock, so the processes
+//! of a shared run never spend the same single-use token twice.
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
@@ -13,6 +17,8 @@ use crate::source::oauth::{Kept, TokenStore};
 pub struct LedgerTokens {
     cfg: SinkConfig,
     pipeline: String,
+    /// PostgreSQL: the connection that holds the renewal lock, while held.
+    held: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
 }
 
 impl LedgerTokens {
@@ -28,7 +34,63 @@ impl LedgerTokens {
         Self {
             cfg: cfg.clone(),
             pipeline: pipeline.to_string(),
+            held: Arc::default(),
         }
+    }
+
+    /// A handle on the same store, for a task of its own.
+    fn handle(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            pipeline: self.pipeline.clone(),
+            held: Arc::clone(&self.held),
+        }
+    }
+
+    /// PostgreSQL: wait for the pipeline's renewal lock, on a connection
+    /// kept until [`Self::unlock_kept`]. A process that dies loses the
+    /// connection and with it the lock.
+    async fn lock_kept(&self) -> Result<(), SinkError> {
+        let SinkConfig::Postgres(c) = &self.cfg else {
+            return Ok(());
+        };
+        let mut conn = postgres::connect(c).await?;
+        let locked: Result<_, sqlx::Error> = async {
+            // a process stopped while it holds the lock must not stall the others
+            sqlx::query("SET lock_timeout = '60s'")
+                .execute(&mut conn)
+                .await?;
+            sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+                .bind(postgres::class::TOKENS)
+                .bind(&self.pipeline)
+                .execute(&mut conn)
+                .await
+        }
+        .await;
+        locked.map_err(postgres::db_err(
+            &c.shown_url(),
+            "cannot lock the kept token",
+        ))?;
+        *self.held.lock().await = Some(conn);
+        Ok(())
+    }
+
+    async fn unlock_kept(&self) -> Result<(), SinkError> {
+        let (SinkConfig::Postgres(c), Some(mut conn)) = (&self.cfg, self.held.lock().await.take())
+        else {
+            return Ok(());
+        };
+        sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(postgres::class::TOKENS)
+            .bind(&self.pipeline)
+            .execute(&mut conn)
+            .await
+            .map_err(postgres::db_err(
+                &c.shown_url(),
+                "cannot unlock the kept token",
+            ))?;
+        let _ = sqlx::Connection::close(conn).await;
+        Ok(())
     }
 
     async fn load_kept(&self) -> Result<Option<Kept>, SinkError> {
@@ -103,25 +165,37 @@ impl LedgerTokens {
     }
 }
 
-impl TokenStore for LedgerTokens {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Kept>, String>> {
-        let this = Self::new(&self.cfg, &self.pipeline);
+impl LedgerTokens {
+    /// Run one ledger call on the blocking pool, on a handle of its own.
+    fn detached<'a, T: Send + 'static, F>(
+        &'a self,
+        call: impl FnOnce(Self) -> F + Send + 'static,
+    ) -> BoxFuture<'a, Result<T, String>>
+    where
+        F: std::future::Future<Output = Result<T, SinkError>>,
+    {
+        let this = self.handle();
         let rt = tokio::runtime::Handle::current();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || rt.block_on(this.load_kept()))
+            tokio::task::spawn_blocking(move || rt.block_on(call(this)))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+impl TokenStore for LedgerTokens {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Kept>, String>> {
+        self.detached(|this| async move { this.load_kept().await })
+    }
     fn save(&self, kept: Kept) -> BoxFuture<'_, Result<(), String>> {
-        let this = Self::new(&self.cfg, &self.pipeline);
-        let rt = tokio::runtime::Handle::current();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || rt.block_on(this.save_kept(kept)))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        })
+        self.detached(|this| async move { this.save_kept(kept).await })
+    }
+    fn lock(&self) -> BoxFuture<'_, Result<(), String>> {
+        self.detached(|this| async move { this.lock_kept().await })
+    }
+    fn unlock(&self) -> BoxFuture<'_, Result<(), String>> {
+        self.detached(|this| async move { this.unlock_kept().await })
     }
 }

@@ -9,8 +9,10 @@
 //! one is written to the sink's ledger (a [`TokenStore`]) the moment it
 //! arrives, before the access token is used; the next run starts from it
 //! rather than from the configured one, unless the configured one changed
-//! since (a new authorization). Every token is learned by the source's
-//! [`Secrets`], so none is ever printed.
+//! since (a new authorization). The processes of a shared PostgreSQL run take
+//! turns to renew under a lock in the ledger, each starting from the token
+//! the last one kept. Every token is learned by the source's [`Secrets`], so
+//! none is ever printed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +53,18 @@ pub trait TokenStore: Send + Sync {
     fn load(&self) -> BoxFuture<'_, Result<Option<Kept>, String>>;
     /// Keep this token (replacing the one kept).
     fn save(&self, kept: Kept) -> BoxFuture<'_, Result<(), String>>;
+    /// Keep every other process of the pipeline from renewing until
+    /// [`unlock`](Self::unlock): the processes of a shared PostgreSQL run
+    /// take turns, each starting from the token the last one kept, so none
+    /// uses a single-use token another has spent. Where one process holds
+    /// the pipeline (SQLite), nothing to do.
+    fn lock(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Let the next process renew.
+    fn unlock(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Why no access token could be had.
@@ -79,8 +93,6 @@ struct State {
     access: Option<(String, Option<Instant>)>,
     /// The refresh token to use next (grant = refresh_token).
     refresh: Option<String>,
-    /// The ledger was read.
-    loaded: bool,
     /// Counts tokens fetched; a 401 renews only the token it was sent with.
     generation: u64,
 }
@@ -170,10 +182,34 @@ impl OAuth {
         }
     }
 
+    /// A new access token. A refresh token is read from the ledger first,
+    /// every time, under the ledger's lock: another process of a shared run
+    /// may have rotated it since.
     async fn renew(&self, st: &mut State) -> Result<Bearer, AuthError> {
-        if !st.loaded && self.cfg.grant == OAuth2Grant::RefreshToken {
-            self.load_kept(st).await?;
+        let store = self
+            .store()
+            .filter(|_| self.cfg.grant == OAuth2Grant::RefreshToken);
+        let Some(store) = store else {
+            return self.grant(st).await;
+        };
+        store.lock().await.map_err(|e| {
+            self.fail(format!(
+                "cannot lock the kept refresh token in the ledger: {e}"
+            ))
+        })?;
+        let result = match self.load_kept(st, store.as_ref()).await {
+            Ok(()) => self.grant(st).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = store.unlock().await {
+            tracing::warn!("cannot unlock the kept refresh token in the ledger: {e}");
         }
+        result
+    }
+
+    /// One grant: the token request (retried), and a rotated refresh token
+    /// kept before the access token is used.
+    async fn grant(&self, st: &mut State) -> Result<Bearer, AuthError> {
         let refresh = st.refresh.clone();
         let (result, _) = retry::with_retries(
             &self.retry,
@@ -237,17 +273,15 @@ impl OAuth {
 
     /// Start from the refresh token kept in the ledger, when it descends
     /// from the configured one.
-    async fn load_kept(&self, st: &mut State) -> Result<(), AuthError> {
-        st.loaded = true;
-        let Some(store) = self.store() else {
-            return Ok(());
-        };
+    async fn load_kept(&self, st: &mut State, store: &dyn TokenStore) -> Result<(), AuthError> {
         let kept = store.load().await.map_err(|e| {
             self.fail(format!(
                 "cannot read the kept refresh token from the ledger: {e}"
             ))
         })?;
         match kept {
+            // (the one this process kept last is already the one to use)
+            Some(k) if k.seed == self.seed() && st.refresh.as_ref() == Some(&k.token) => {}
             Some(k) if k.seed == self.seed() => {
                 self.secrets.learn([k.token.clone()]);
                 tracing::debug!("starting from the refresh token the last rotation kept");

@@ -56,6 +56,9 @@ pub mod class {
     pub const DDL: i32 = 7303;
     /// Creating ingest's own tables.
     pub const SETUP: i32 = 7304;
+    /// Renewing an OAuth2 token with the kept refresh token: the processes
+    /// of a shared run take turns, each starting from the last one's.
+    pub const TOKENS: i32 = 7305;
 }
 
 /// SQL for a timestamptz column as RFC 3339 UTC text with milliseconds.
