@@ -103,6 +103,32 @@ async fn json_ndjson_and_csv_land_as_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_start_with_a_byte_order_mark_read_as_without() {
+    // Windows tools (PowerShell's Out-File, Excel's "CSV UTF-8") write one
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/a.json", "\u{feff}[{\"id\": 1, \"name\": \"one\"}]");
+    put(d, "in/b.ndjson", "\u{feff}{\"id\": 2, \"name\": \"two\"}\n");
+    put(d, "in/c.csv", "\u{feff}id,name\n3,three\n4,four\n");
+    put(d, "in/one.json", "\u{feff}{\"id\": 5, \"name\": \"five\"}");
+    let p = pipeline(d, "", "[sink.columns]\nid = \"integer\"");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&d.join("out.db"), "recs", "id").await;
+    let want: Vec<Value> = [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+        (4, "four"),
+        (5, "five"),
+    ]
+    .iter()
+    .map(|(id, name)| json!({"id": id, "name": name}))
+    .collect();
+    assert_eq!(got, want, "no column named after a byte order mark");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_midway_resume_inside_the_files_exactly() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();

@@ -77,8 +77,7 @@ pub fn read(
     }
 }
 
-/// Whether the document's first value is an object (after whitespace and
-/// a byte order mark).
+/// Whether the document's first value is an object (after whitespace).
 pub fn is_object(reader: impl Read) -> Result<bool, String> {
     let mut head = [0u8; 4096];
     let mut filled = 0;
@@ -88,10 +87,7 @@ pub fn is_object(reader: impl Read) -> Result<bool, String> {
             .read(&mut head[filled..])
             .map_err(|e| e.to_string())?;
         filled += n;
-        let text = head[..filled]
-            .strip_prefix(b"\xEF\xBB\xBF")
-            .unwrap_or(&head[..filled]);
-        if let Some(b) = text.iter().find(|b| !b.is_ascii_whitespace()) {
+        if let Some(b) = head[..filled].iter().find(|b| !b.is_ascii_whitespace()) {
             return Ok(*b == b'{');
         }
         if n == 0 || filled == head.len() {
@@ -353,7 +349,7 @@ mod tests {
         assert!(check("[1, 2".as_bytes()).is_err());
         assert!(check("[1] [2]".as_bytes()).is_err());
         assert!(check("".as_bytes()).is_err());
-        assert_eq!(is_object("\u{feff}  {\"a\": 1}".as_bytes()), Ok(true));
+        assert_eq!(is_object("\n  {\"a\": 1}".as_bytes()), Ok(true));
         assert_eq!(is_object(" [".as_bytes()), Ok(false));
     }
 }

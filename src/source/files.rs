@@ -234,6 +234,25 @@ impl Reading {
         std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))
     }
 
+    /// The file, from byte `at` on.
+    fn open_at(&self, at: u64) -> Result<std::fs::File, HttpError> {
+        let mut file = self.open()?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
+        Ok(file)
+    }
+
+    /// Where the content starts: past the UTF-8 byte order mark that
+    /// Windows tools write, else at 0.
+    fn content_start(&self) -> Result<u64, HttpError> {
+        let mut head = Vec::with_capacity(3);
+        self.open()?
+            .take(3)
+            .read_to_end(&mut head)
+            .map_err(|e| self.err(format!("cannot read: {e}")))?;
+        Ok(if head == b"\xEF\xBB\xBF" { 3 } else { 0 })
+    }
+
     fn read(&self, resume: Option<Resume>, tx: &Tx) -> Result<(), HttpError> {
         let st = resume.unwrap_or(Resume {
             position: Position::Offset(0),
@@ -312,9 +331,10 @@ impl Reading {
         Ok(self.send(tx, std::mem::take(page), Some(next), st, Some(failure)))
     }
 
-    /// The layout of an NDJSON or CSV file read from byte `at` on: past the
-    /// start, a CSV's header row is read first, from the start.
-    fn layout(&self, at: u64) -> Result<Layout, HttpError> {
+    /// The layout of an NDJSON or CSV file whose content starts at byte
+    /// `start`, read from byte `at` on: past the start, a CSV's header row
+    /// is read first.
+    fn layout(&self, start: u64, at: u64) -> Result<Layout, HttpError> {
         if self.format != FileFormat::Csv {
             return Ok(Layout::Ndjson);
         }
@@ -324,9 +344,11 @@ impl Reading {
             None if tsv => b'\t',
             None => b',',
         };
-        let names = match at {
-            0 => None,
-            _ => Some(formats::csv_names(self.open()?, delimiter).map_err(|m| self.err(m))?),
+        let names = match at == start {
+            true => None,
+            false => {
+                Some(formats::csv_names(self.open_at(start)?, delimiter).map_err(|m| self.err(m))?)
+            }
         };
         Ok(Layout::Csv { delimiter, names })
     }
@@ -334,10 +356,10 @@ impl Reading {
     /// An NDJSON or CSV file from byte `at`, in pages whose resume points
     /// are the byte where the next record starts.
     fn lines(&self, at: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
-        let layout = self.layout(at)?;
-        let mut file = self.open()?;
-        file.seek(SeekFrom::Start(at))
-            .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
+        let start = self.content_start()?;
+        let at = at.max(start);
+        let layout = self.layout(start, at)?;
+        let file = self.open_at(at)?;
         let mut page = Vec::with_capacity(PAGE_RECORDS);
         let (mut stopped, mut failed) = (false, None);
         formats::read_records(file, layout, |record, start, end| {
@@ -373,17 +395,18 @@ impl Reading {
     /// record `from` on (`document.rs`); an object at the root with no
     /// `records` path is one record.
     fn json(&self, from: u64, mut st: Resume, tx: &Tx) -> Result<(), HttpError> {
-        if let Err(m) = document::check(self.open()?) {
+        let start = self.content_start()?;
+        if let Err(m) = document::check(self.open_at(start)?) {
             let failure = self.bad(0, m)?;
             self.send(tx, Vec::new(), None, &mut st, Some(failure));
             return Ok(());
         }
         let root = self.cfg.records.is_root();
-        if root && document::is_object(self.open()?).map_err(|m| self.err(m))? {
+        if root && document::is_object(self.open_at(start)?).map_err(|m| self.err(m))? {
             return self.one(&mut st, tx);
         }
         let (mut page, mut next) = (Vec::with_capacity(PAGE_RECORDS), from);
-        let end = document::read(self.open()?, &self.cfg.records, from, |record| {
+        let end = document::read(self.open_at(start)?, &self.cfg.records, from, |record| {
             // a full page goes once the next record shows it is not the last
             if page.len() == PAGE_RECORDS
                 && !self.send(tx, std::mem::take(&mut page), Some(next), &mut st, None)
@@ -407,7 +430,8 @@ impl Reading {
         self.open()?
             .read_to_string(&mut text)
             .map_err(|e| self.err(format!("cannot read as UTF-8 text: {e}")))?;
-        let record = super::json::parse(&text).map_err(|e| self.err(e.to_string()))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let record = super::json::parse(text).map_err(|e| self.err(e.to_string()))?;
         self.send(tx, vec![record], None, st, None);
         Ok(())
     }
