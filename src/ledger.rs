@@ -123,7 +123,9 @@ async fn own_mark(
     Ok(Some(after))
 }
 
-/// The incremental mark of a files source: the newest mtime read.
+/// The incremental mark of a files source: the newest change time read
+/// (the later of mtime and ctime; the name is the one earlier versions
+/// kept their newest mtime under).
 pub const FILES_MARK: &str = "mtime";
 
 /// The rows of a `query` partition. With a `mark` column, `{mark}` is the

@@ -1,7 +1,8 @@
 //! The files source against the real binary and the real SQLite file: JSON,
 //! NDJSON and CSV (quoted commas and newlines) by glob; SIGKILLs midway and
 //! an exact resume inside the file being read; a file changed since its
-//! position was saved read again; incremental runs by mtime; a line that
+//! position was saved read again; incremental runs by change time (a file
+//! unpacked with an old mtime included); a line that
 //! does not parse, failing the run or recorded as a reject; a JSON document
 //! streamed from its records path, killed inside its array and resumed
 //! exactly, and one cut short storing nothing.
@@ -322,6 +323,24 @@ async fn incremental_runs_read_only_files_modified_after_the_mark() {
         out.stdout
     );
     assert_eq!(ids(&db).await.len(), 36);
+    // a file unpacked with its old mtime kept (tar x, cp -p, rsync -a)
+    // arrived after the mark: its ctime says so
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    put(d, "in/archived.ndjson", &ndjson(2_001, 3));
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(978_307_200); // 2001
+    std::fs::File::options()
+        .write(true)
+        .open(d.join("in/archived.ndjson"))
+        .and_then(|f| f.set_modified(old))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(" 3 records written"),
+        "the unpacked file, and only it: {}",
+        out.stdout
+    );
+    assert_eq!(ids(&db).await.len(), 39);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

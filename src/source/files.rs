@@ -12,8 +12,8 @@
 //! (NDJSON, CSV) or a record index (JSON), so a killed run continues inside
 //! the file it was reading. A file whose size or mtime changed since its
 //! position was saved is read again from the start (`depends`).
-//! `incremental = true` reads only files modified after the newest one the
-//! last completed run read.
+//! `incremental = true` reads only files changed after the newest one the
+//! last completed run read (changed: the later of mtime and ctime).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,8 @@ struct Reading {
     cfg: Arc<FilesSourceConfig>,
     metrics: Arc<SourceMetrics>,
     depends: String,
-    mtime: Option<String>,
+    /// When the file last changed (`incremental = true`): the page's mark.
+    changed: Option<String>,
 }
 
 type Tx = tokio::sync::mpsc::Sender<Result<Page, HttpError>>;
@@ -57,10 +58,29 @@ fn file_err(path: &Path, message: impl Into<String>) -> HttpError {
     }
 }
 
-/// A file's mtime as RFC 3339 (nanoseconds), the incremental mark's unit.
+/// A file's mtime as RFC 3339 (nanoseconds): with its size, what a saved
+/// position inside it depends on.
 fn mtime_of(meta: &std::fs::Metadata) -> Option<String> {
     let t = meta.modified().ok()?;
     jiff::Timestamp::try_from(t).ok().map(|t| t.to_string())
+}
+
+/// When a file last changed, the incremental mark's unit: the later of its
+/// mtime and, on Unix, its ctime. A file unpacked or copied with its old
+/// mtime kept (`tar x`, `cp -p`, `rsync -a`) has a ctime of when it arrived,
+/// which nothing can set back, so it is newer than the mark although its
+/// mtime is not.
+fn changed_of(meta: &std::fs::Metadata) -> Option<jiff::Timestamp> {
+    let modified = jiff::Timestamp::try_from(meta.modified().ok()?).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let nanos = i32::try_from(meta.ctime_nsec()).unwrap_or(0);
+        if let Ok(changed) = jiff::Timestamp::new(meta.ctime(), nanos) {
+            return Some(modified.max(changed));
+        }
+    }
+    Some(modified)
 }
 
 impl FileSource {
@@ -78,7 +98,7 @@ impl FileSource {
     }
 
     /// Every file the globs match, in path order, one partition each; with
-    /// `after`, only those modified after it.
+    /// `after`, only those changed after it.
     pub fn list(&self, after: Option<&str>) -> Result<Vec<Partition>, HttpError> {
         let after: Option<jiff::Timestamp> = after.and_then(|a| a.parse().ok());
         let mut found: Vec<(String, PathBuf)> = Vec::new();
@@ -108,14 +128,9 @@ impl FileSource {
                 if !glob.is_match(candidate) {
                     continue;
                 }
-                let modified = entry.metadata().ok().as_ref().and_then(mtime_of);
-                let newer = match (
-                    after,
-                    modified
-                        .as_deref()
-                        .and_then(|m| m.parse::<jiff::Timestamp>().ok()),
-                ) {
-                    (Some(a), Some(m)) => m > a,
+                let changed = entry.metadata().ok().as_ref().and_then(changed_of);
+                let newer = match (after, changed) {
+                    (Some(a), Some(c)) => c > a,
                     _ => true,
                 };
                 if newer {
@@ -166,7 +181,7 @@ impl FileSource {
     /// Read one file from `resume` (or its start) as a stream of pages.
     pub fn walk(&self, part: Partition, resume: Option<Resume>) -> PageStream {
         let path = Self::path(&part);
-        let mtime = std::fs::metadata(&path).ok().as_ref().and_then(mtime_of);
+        let changed = std::fs::metadata(&path).ok().as_ref().and_then(changed_of);
         let reading = Reading {
             part: part.key.clone(),
             format: format_of(self.cfg.format, &path),
@@ -174,7 +189,9 @@ impl FileSource {
             path,
             cfg: self.cfg.clone(),
             metrics: self.metrics.clone(),
-            mtime: mtime.filter(|_| self.cfg.incremental),
+            changed: changed
+                .filter(|_| self.cfg.incremental)
+                .map(|c| c.to_string()),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
@@ -298,7 +315,7 @@ impl Reading {
             }),
             url: self.path.display().to_string(),
             failure,
-            cursor: self.mtime.clone(),
+            cursor: self.changed.clone(),
         };
         tx.blocking_send(Ok(page)).is_ok()
     }
