@@ -281,6 +281,16 @@ async fn a_listing_is_walked_by_the_next_link_in_each_page() {
         out.stderr
     );
     assert_eq!(rows(&d.join("out.db"), "stories", "rowid").await.len(), 3);
+    // the shipped example walks the same listing
+    let text = std::fs::read_to_string(root().join("pipelines/listing.toml"))
+        .unwrap_or_default()
+        .replace("../data/listing.db", "example.db");
+    let f = write(d, "example.toml", &text);
+    let out = ingest(d, &api.url(), &["run", f.to_str().unwrap_or("")]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&d.join("example.db"), "stories", "rowid").await;
+    let ids: Vec<&str> = got.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, stories(5), "pipelines/listing.toml");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
