@@ -124,9 +124,8 @@ async fn own_mark(
 }
 
 /// The incremental mark of a files source: the newest change time read
-/// (the later of mtime and ctime; the name is the one earlier versions
-/// kept their newest mtime under).
-pub const FILES_MARK: &str = "mtime";
+/// (the later of mtime and ctime).
+pub const FILES_MARK: &str = "changed";
 
 /// The rows of a `query` partition. With a `mark` column, `{mark}` is the
 /// largest value of it over the last completed run, and the sink is told
