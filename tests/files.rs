@@ -5,7 +5,8 @@
 //! unpacked with an old mtime included); a line that
 //! does not parse, failing the run or recorded as a reject; a JSON document
 //! streamed from its records path, killed inside its array and resumed
-//! exactly, and one cut short storing nothing.
+//! exactly, and one cut short storing nothing; files into PostgreSQL, one
+//! process SIGKILLed and two more sharing the rest.
 
 use crate::common;
 
@@ -412,4 +413,74 @@ table = "recs"
         );
     }
     assert!(!d.join("out.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_into_postgres_shared_by_processes_after_a_kill_land_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let url = pg_database(d).await;
+    // six files of 5,000 records: each file is a partition of the shared run
+    for f in 0..6u64 {
+        put(
+            d,
+            &format!("in/part{f}.ndjson"),
+            &ndjson(1 + f * 5_000, 5_000),
+        );
+    }
+    let text = format!(
+        r#"[source]
+kind = "files"
+paths = ["in/*.ndjson"]
+concurrency = 1
+
+[sink]
+kind = "postgres"
+url = "{url}"
+table = "recs"
+write = "append"
+batch_size = 100
+lease = "2s"
+"#
+    );
+    let p = write(d, "p.toml", &text).display().to_string();
+    let api = "http://127.0.0.1:9";
+    let mut victim = spawn_ingest(d, api, &["run", &p]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pg_scalar(&url, "SELECT count(*) FROM recs").await < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first process stored nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    victim.start_kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = victim.wait().await;
+    let stored = pg_scalar(&url, "SELECT count(*) FROM recs").await;
+    assert!(stored < 30_000, "killed midway, not at the end ({stored})");
+    // two processes share what is left, the killed one's file after its lease
+    let args = ["run", p.as_str()];
+    let (a, b) = tokio::join!(ingest(d, api, &args), ingest(d, api, &args));
+    assert_eq!(a.code, 0, "{a:?}");
+    assert_eq!(b.code, 0, "{b:?}");
+    if stored % 5_000 != 0 {
+        // killed inside a file: a survivor took it over where it stopped
+        assert!(
+            format!("{}{}", a.stderr, b.stderr).contains("expired lease"),
+            "{a:?} {b:?}"
+        );
+    }
+    let rows = pg_rows(&url, "SELECT id FROM recs ORDER BY id").await;
+    let got: Vec<i64> = rows
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap_or(-1))
+        .collect();
+    let want: Vec<i64> = (1..=30_000).collect();
+    assert_eq!(got.len(), want.len(), "rows");
+    assert!(got == want, "every record once");
+    assert_eq!(
+        pg_scalar(&url, "SELECT sum(records)::bigint FROM ingest.runs").await,
+        30_000,
+        "the runs' committed records add up to the rows"
+    );
 }
