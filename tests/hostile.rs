@@ -7,7 +7,7 @@ use crate::common;
 
 use common::*;
 use ingest_mock::hostile;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PIPELINE: &str = r#"[source]
 kind = "http"
@@ -315,6 +315,27 @@ async fn html_with_status_200_and_a_missing_records_path() {
     );
     // no half-written table: nothing was stored, both runs are recorded as failed
     let db = dir.path().join("out.db");
+    // a byte order mark before the JSON is ignored (RFC 8259 §8.1 allows it)
+    let bom_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bom = write(
+        bom_dir.path(),
+        "bom.toml",
+        &base.replace("PATH", "/hostile/bom"),
+    );
+    let out = ingest(
+        bom_dir.path(),
+        &api.url(),
+        &["run", bom.to_str().unwrap_or("")],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        rows(&bom_dir.path().join("out.db"), "t", "id").await,
+        vec![
+            json!({"id": 1, "name": "ünï"}),
+            json!({"id": 2, "name": "two"})
+        ]
+    );
     assert_eq!(
         scalar(&db, "SELECT count(*) FROM sqlite_master WHERE name = 't'").await,
         0

@@ -1,7 +1,8 @@
 //! NDJSON and CSV response bodies read as streams (`format = "ndjson"` /
 //! `"csv"`), against the mock's bulk exports: a whole export in one
 //! response, a paginated CSV export with quoted commas, quotes and newlines,
-//! a body reset midway and asked for again, and a run SIGKILLed in the
+//! bodies that start with a byte order mark, a body reset midway and asked
+//! for again, and a run SIGKILLed in the
 //! middle of one 40,000-record response that resumes by skipping what it
 //! had stored.
 
@@ -104,6 +105,32 @@ async fn a_paginated_csv_export_keeps_quoted_commas_and_newlines() {
         .filter_map(|r| r.param("page"))
         .collect();
     assert_eq!(pages, ["1", "2", "3", "4", "5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_that_start_with_a_byte_order_mark_read_as_without() {
+    let api = mock(1_500).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // every page of the CSV export starts with a BOM, as Excel writes one
+    let pagination =
+        "kind = \"page_number\"\nparam = \"page\"\nsize_param = \"per_page\"\nsize = 700";
+    let p = pipeline(dir.path(), "/export/posts.csv?bom=1", "csv", pagination, "");
+    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = rows(&dir.path().join("out.db"), "posts", "CAST(id AS INTEGER)").await;
+    let want: Vec<Value> = api.dataset().all_posts().map(|p| as_text(&p)).collect();
+    assert!(got == want, "first row: {:?}", got.first());
+    let ndjson = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = pipeline(
+        ndjson.path(),
+        "/export/posts.ndjson?bom=1",
+        "ndjson",
+        "kind = \"none\"",
+        "",
+    );
+    let out = ingest(ndjson.path(), &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_posts(&ndjson.path().join("out.db"), "posts", &api).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! Bulk exports, as data APIs serve them: `GET /export/posts.ndjson` and
 //! `GET /export/posts.csv`, every post (with `?page=N&per_page=M`, one page
 //! of them; a page past the end is empty). The CSV quotes every text field,
-//! so titles with commas, quotes and newlines stay in their cells.
+//! so titles with commas, quotes and newlines stay in their cells. With
+//! `?bom=1` a body starts with a UTF-8 byte order mark, as Excel's "CSV
+//! UTF-8" and Windows tools write one.
 
 use std::collections::HashMap;
 
@@ -24,10 +26,15 @@ fn ids(s: &S, q: &HashMap<String, String>) -> Result<std::ops::RangeInclusive<u6
     Ok(first..=(first + per - 1).min(total))
 }
 
-fn reply(content_type: &str, body: String) -> Response {
+fn reply(content_type: &str, q: &HashMap<String, String>, body: String) -> Response {
     let mut h = HeaderMap::new();
     h.insert("content-type", header(content_type));
-    (h, body).into_response()
+    let bom = if q.get("bom").is_some_and(|b| b == "1") {
+        "\u{feff}"
+    } else {
+        ""
+    };
+    (h, format!("{bom}{body}")).into_response()
 }
 
 /// `GET /export/posts.ndjson`.
@@ -45,7 +52,7 @@ pub(crate) async fn ndjson(
         out.push_str(&d.post(id).to_string());
         out.push('\n');
     }
-    reply("application/x-ndjson", out)
+    reply("application/x-ndjson", &q, out)
 }
 
 fn cell(v: &Value) -> String {
@@ -73,5 +80,5 @@ pub(crate) async fn csv(State(s): State<S>, Query(q): Query<HashMap<String, Stri
         out.push_str(&row.join(","));
         out.push_str("\r\n");
     }
-    reply("text/csv; charset=utf-8", out)
+    reply("text/csv; charset=utf-8", &q, out)
 }

@@ -16,6 +16,7 @@
 //! | `/hostile/records?page&total` | seeded hostile records ([`hostile`]), 50 a page |
 //! | `/hostile/html` | an HTML error page with status 200 |
 //! | `/hostile/envelope` | `{"items": [...]}`: a pipeline expecting `data` misses it |
+//! | `/hostile/bom` | `{"data": [...]}` after a UTF-8 byte order mark |
 //! | `/export/posts.ndjson`, `/export/posts.csv` | bulk exports, whole or `?page&per_page` |
 //! | `/html/page/{n}`, `/html/malformed`, `/html/latin1`, `/html/sjis`, `/html/missing` | web pages ([`html`]) |
 //! | `/oauth/token`, `/oauth/posts` | an OAuth2 token endpoint, and `/posts` behind it ([`oauth`]) |
@@ -356,6 +357,7 @@ fn router(shared: S) -> Router {
         .route("/hostile/records", get(hostile_records))
         .route("/hostile/html", get(hostile_html))
         .route("/hostile/envelope", get(hostile_envelope))
+        .route("/hostile/bom", get(hostile_bom))
         .fallback(canned::serve)
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
@@ -1056,6 +1058,21 @@ async fn hostile_html() -> Response {
 
 async fn hostile_envelope() -> Response {
     axum::Json(json!({ "items": [{ "id": 1 }], "count": 1 })).into_response()
+}
+
+/// JSON after a UTF-8 byte order mark, as some .NET servers send it.
+async fn hostile_bom() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )],
+        format!(
+            "\u{feff}{}",
+            json!({ "data": [{ "id": 1, "name": "ünï" }, { "id": 2, "name": "two" }] })
+        ),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

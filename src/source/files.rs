@@ -267,7 +267,11 @@ impl Reading {
             .take(3)
             .read_to_end(&mut head)
             .map_err(|e| self.err(format!("cannot read: {e}")))?;
-        Ok(if head == b"\xEF\xBB\xBF" { 3 } else { 0 })
+        Ok(if head == formats::BOM {
+            head.len() as u64
+        } else {
+            0
+        })
     }
 
     fn read(&self, resume: Option<Resume>, tx: &Tx) -> Result<(), HttpError> {

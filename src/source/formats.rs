@@ -257,6 +257,24 @@ fn meta_charset(head: &[u8]) -> Option<String> {
     None
 }
 
+/// The UTF-8 byte order mark, which Windows tools and Excel's "CSV UTF-8"
+/// write first.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The reader past a leading byte order mark, so that it becomes part of
+/// neither the first record nor the first column's name.
+pub fn without_bom<R: std::io::Read>(mut reader: R) -> std::io::Result<impl std::io::Read> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(BOM.len());
+    (&mut reader)
+        .take(BOM.len() as u64)
+        .read_to_end(&mut head)?;
+    if head == BOM {
+        head.clear();
+    }
+    Ok(std::io::Cursor::new(head).chain(reader))
+}
+
 /// Lines longer than this are refused (a binary file, or no newlines).
 const MAX_LINE: u64 = 64 * 1024 * 1024;
 

@@ -773,6 +773,8 @@ const BLOCKING_PARSE: usize = 256 * 1024;
 /// that need not check every string again (measured: half again as fast as
 /// `from_slice`).
 fn decode(bytes: &[u8], ctype: &str) -> Result<Value, Attempt> {
+    // RFC 8259 §8.1: a parser may ignore a byte order mark (.NET servers send one)
+    let bytes = bytes.strip_prefix(super::formats::BOM).unwrap_or(bytes);
     let text = match simdutf8::basic::from_utf8(bytes) {
         Ok(t) => t,
         Err(_) => {

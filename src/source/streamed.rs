@@ -200,6 +200,7 @@ fn pages(
     tx: &tokio::sync::mpsc::Sender<Vec<Value>>,
 ) -> Result<u64, String> {
     let (mut n, mut out, mut failed) = (0u64, Vec::with_capacity(PAGE_RECORDS), None);
+    let reader = super::formats::without_bom(reader).map_err(|e| e.to_string())?;
     read_records(reader, layout, |record, _, _| {
         n += 1;
         match record {
