@@ -131,6 +131,35 @@ async fn files_that_start_with_a_byte_order_mark_read_as_without() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_cannot_be_listed_is_named_not_skipped_in_silence() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/a/one.ndjson", &ndjson(1, 3));
+    put(d, "in/b/two.ndjson", &ndjson(4, 3));
+    // a link back up the tree: followed, it would never end
+    std::os::unix::fs::symlink("..", d.join("in/a/up")).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(pipeline(d, "", ""))
+        .unwrap_or_default()
+        .replace(
+            r#"paths = ["in/*.json", "in/**/*.ndjson", "in/*.csv"]"#,
+            r#"paths = ["in/**/*.ndjson"]"#,
+        );
+    let p = write(d, "p.toml", &text).display().to_string();
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot list the files") && out.stderr.contains("loop"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        ids(&d.join("out.db")).await,
+        (1..=6).collect::<Vec<i64>>(),
+        "each file once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_midway_resume_inside_the_files_exactly() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();

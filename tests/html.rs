@@ -281,6 +281,20 @@ async fn a_listing_is_walked_by_the_next_link_in_each_page() {
         out.stderr
     );
     assert_eq!(rows(&d.join("out.db"), "stories", "rowid").await.len(), 3);
+    // an `each` that matches nothing (the site's layout changed) says so
+    let p = listing(d, &api.url(), 2, "html:a[rel=next]@href", "merge");
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_default()
+        .replace("each = \"article\"", "each = \"section.story\"");
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = ingest(d, &api.url(), &["run", &p, "--full-refresh"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the first page has no element that matches `section.story` (html.each)"),
+        "{}",
+        out.stderr
+    );
     // the shipped example walks the same listing
     let text = std::fs::read_to_string(root().join("pipelines/listing.toml"))
         .unwrap_or_default()

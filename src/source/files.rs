@@ -113,7 +113,13 @@ impl FileSource {
                 .follow_links(true)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    // a directory that cannot be read is named, not skipped in silence
+                    e.map_err(
+                        |e| tracing::warn!(path = %root.display(), "cannot list the files: {e}"),
+                    )
+                    .ok()
+                })
                 .filter(|e| e.file_type().is_file())
             {
                 let rel = entry

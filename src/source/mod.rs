@@ -682,15 +682,22 @@ impl HttpSource {
     /// Report, once per run, the configured locations (total, has_more,
     /// cursor, next) that the first page does not have: a misspelt
     /// `meta.totl` would otherwise turn into speculative fetching, and a
-    /// misspelt cursor into a walk of one page, without a word.
+    /// misspelt cursor into a walk of one page, without a word. Likewise
+    /// an html `each` that matches nothing on the first page.
     fn missing_locations(&self, resp: &Response, records: &[Value], url: &str) {
-        let missing: Vec<String> = self
+        let mut missing: Vec<String> = self
             .paginator
             .locations()
             .into_iter()
             .filter(|(_, loc)| paginate::locate(loc, resp, records).is_none())
             .map(|(key, loc)| format!("`{loc}` (pagination.{key})"))
             .collect();
+        // a web page whose layout changed gives no record, not an error
+        if let Some(each) = self.cfg.html.as_ref().and_then(|h| h.each.as_ref())
+            && records.is_empty()
+        {
+            missing.push(format!("element that matches `{each}` (html.each)"));
+        }
         if missing.is_empty()
             || self
                 .missing_said
@@ -700,7 +707,7 @@ impl HttpSource {
         }
         tracing::warn!(
             url = %url,
-            "the first page has no {}: check the location's spelling (a walk without it goes on without a total, or ends after this page)",
+            "the first page has no {}: check the spelling (a walk without a location goes on without a total, or ends after this page; a selector that matches nothing gives no record)",
             missing.join(", ")
         );
     }
