@@ -5,7 +5,8 @@
 //! body; a cursor in the body or a header; Stripe's `has_more`; page or
 //! offset parameters in the URL, with a total from `X-Total-Count` or the
 //! body. What it cannot know (a cursor's query parameter) it says in a
-//! comment beside the guess.
+//! comment beside the guess. A web page gets a scrape instead: one record
+//! per repeated item (or for the page), and the link to the next page.
 
 use serde_json::Value;
 use url::Url;
@@ -383,6 +384,133 @@ fn total_line(s: &mut String, total: Option<&str>) {
     }
 }
 
+/// What one web page says about a scrape of it (`ingest init` on HTML).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageGuess {
+    /// A repeated element to take one record from each, when one repeats.
+    pub each: Option<String>,
+    /// Field name → selector, in order.
+    pub fields: Vec<(String, String)>,
+    /// How many records the page gives.
+    pub count: usize,
+    /// The `html:` location of the link to the next page, when there is one.
+    pub next: Option<String>,
+    /// Query parameters that stay on every request.
+    pub params: Vec<(String, String)>,
+}
+
+/// Elements that hold one item each on listing pages, most specific first.
+const ITEMS: &[&str] = &[
+    "article",
+    "li.product",
+    "div.product",
+    "tr.item",
+    ".post",
+    ".item",
+];
+/// Links to the next page, most explicit first.
+const NEXT_LINKS: &[&str] = &["a[rel=next]", "link[rel=next]", "a.next", "li.next a"];
+
+/// Guess a scrape from a page: one record per repeated item (else one for
+/// the page), its heading and link, and the link to the next page.
+pub fn detect_page(url: &Url, html: &str) -> PageGuess {
+    use scraper::{Html, Selector};
+    let doc = Html::parse_document(html);
+    let count = |sel: &str| Selector::parse(sel).map_or(0, |s| doc.select(&s).count());
+    let within = |each: &str, sel: &str| count(&format!("{each} {sel}")) > 0;
+    let each = ITEMS.iter().find(|s| count(s) >= 2).map(|s| s.to_string());
+    let mut fields = Vec::new();
+    match &each {
+        Some(e) => {
+            if let Some(h) = ["h1", "h2", "h3", "h4"].iter().find(|h| within(e, h)) {
+                fields.push(("title".to_string(), h.to_string()));
+            }
+            if within(e, "a[href]") {
+                fields.push(("link".to_string(), "a@href".to_string()));
+            }
+        }
+        None => {
+            fields.push(("title".to_string(), "title".to_string()));
+            if count("h1") > 0 {
+                fields.push(("heading".to_string(), "h1".to_string()));
+            }
+            fields.push(("links".to_string(), "a@href[]".to_string()));
+        }
+    }
+    let next = NEXT_LINKS
+        .iter()
+        .find(|s| count(s) > 0)
+        .map(|s| format!("html:{s}@href"));
+    PageGuess {
+        count: each.as_deref().map_or(1, count),
+        each,
+        fields,
+        next,
+        params: url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    }
+}
+
+/// The pipeline file for a scrape of a page, with comments on each guess.
+pub fn render_page(url: &Url, g: &PageGuess, name: &str) -> String {
+    let base = format!(
+        "{}://{}",
+        url.scheme(),
+        url.host_str().unwrap_or("localhost")
+    ) + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let mut out = format!(
+        "# Written by `ingest init {url}` from one web page: check the selectors,\n\
+         # then `ingest validate` and `ingest preview` this file.\n\
+         name = {}\n\n[source]\nkind = \"http\"\nbase_url = {}\npath = {}\nformat = \"html\"\n",
+        q(name),
+        q(&base),
+        q(url.path())
+    );
+    if !g.params.is_empty() {
+        let ps: Vec<String> = g
+            .params
+            .iter()
+            .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+            .collect();
+        out.push_str(&format!("params = {{ {} }}\n", ps.join(", ")));
+    }
+    out.push_str(
+        "rate_limit = \"2/s\"              # be gentle with a web site\n\n[source.html]\n",
+    );
+    match &g.each {
+        Some(e) => out.push_str(&format!(
+            "# {} `{e}` elements on the page: one record each\neach = {}\n",
+            g.count,
+            q(e)
+        )),
+        None => out.push_str("# no repeated item was found: one record for the page\n"),
+    }
+    let fields: Vec<String> = g
+        .fields
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", q(v)))
+        .collect();
+    out.push_str(&format!(
+        "fields = {{ {} }}\n\n[source.pagination]\n",
+        fields.join(", ")
+    ));
+    match &g.next {
+        Some(n) => out.push_str(&format!(
+            "# the page links to the next one: the walk follows it until a page has none\nkind = \"next_url\"\nnext = {}\n",
+            q(n)
+        )),
+        None => out.push_str("# no link to a next page was found: one request\nkind = \"none\"\n"),
+    }
+    out.push_str(&format!(
+        "\n[sink]\nkind = \"sqlite\"\npath = {}                 # beside this file\ntable = {}\nwrite = \"append\"                 # \"merge\" with a primary_key to upsert\n",
+        q(&format!("{name}.db")),
+        q(name)
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,5 +616,27 @@ mod tests {
             (d.records.as_str(), d.count, d.pagination),
             ("wrapper.things", 2, Guess::None)
         );
+    }
+
+    #[test]
+    fn pages_give_items_their_fields_and_the_next_link() {
+        let url = Url::parse("http://h.test/blog?page=1").unwrap_or_else(|e| panic!("{e}"));
+        let html = r#"<html><head><title>Blog</title><link rel="next" href="?page=2"></head>
+            <body><div class="post"><h3>One</h3><a href="/1">more</a></div>
+            <div class="post"><h3>Two</h3><a href="/2">more</a></div></body></html>"#;
+        let g = detect_page(&url, html);
+        assert_eq!(g.each.as_deref(), Some(".post"));
+        assert_eq!(g.count, 2);
+        assert_eq!(
+            g.fields,
+            vec![
+                ("title".into(), "h3".into()),
+                ("link".into(), "a@href".into())
+            ]
+        );
+        assert_eq!(g.next.as_deref(), Some("html:link[rel=next]@href"));
+        assert_eq!(g.params, vec![("page".to_string(), "1".to_string())]);
+        let single = detect_page(&url, "<title>T</title><h1>H</h1><p>no items</p>");
+        assert_eq!((single.each, single.count, single.next), (None, 1, None));
     }
 }

@@ -1,5 +1,6 @@
 //! `ingest init URL`: one request to each pagination style of the mock, a
-//! pipeline file that validates, and a run of it that lands every post.
+//! pipeline file that validates, and a run of it that lands every post; on
+//! a web page, a scrape that follows the page's next link.
 
 use crate::common;
 
@@ -81,4 +82,56 @@ async fn init_detects_each_style_and_the_file_runs_exactly() {
     .await;
     assert_eq!(gone.code, 1, "{gone:?}");
     assert!(gone.stderr.contains("404"), "{}", gone.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_on_a_web_page_writes_a_scrape_that_follows_the_next_link() {
+    let api = mock(1).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let url = format!("{}/html/page/1?last=4", api.url());
+    let out = ingest(d, &api.url(), &["init", &url, "-o", "stories.toml"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("one per `article`")
+            && out
+                .stdout
+                .contains("next_url pagination by `html:a[rel=next]@href`"),
+        "{}",
+        out.stdout
+    );
+    let text = std::fs::read_to_string(d.join("stories.toml")).unwrap_or_default();
+    assert!(text.contains("format = \"html\""), "{text}");
+    let run = ingest(d, &api.url(), &["run", "stories.toml", "-q"]).await;
+    assert_eq!(run.code, 0, "{run:?}\n{text}");
+    let got = rows(&d.join("stories.db"), "stories", "rowid").await;
+    let titles: Vec<&str> = got.iter().filter_map(|r| r["title"].as_str()).collect();
+    let want: Vec<String> = (1..=4)
+        .flat_map(|n| (1..=3).map(move |a| format!("Story {n}.{a}")))
+        .collect();
+    assert_eq!(titles, want, "every story of the 4 pages\n{text}");
+    assert_eq!(got[0]["link"], "/html/page/1#s1");
+    // a page with no repeated item: one record for the page, no pagination
+    let out = ingest(
+        d,
+        &api.url(),
+        &[
+            "init",
+            &format!("{}/html/malformed", api.url()),
+            "-o",
+            "one.toml",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("1 record(s), no pagination"),
+        "{}",
+        out.stdout
+    );
+    let run = ingest(d, &api.url(), &["run", "one.toml", "-q"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let got = rows(&d.join("one.db"), "one", "rowid").await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["title"], "Broken & unclosed");
 }

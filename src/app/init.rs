@@ -36,8 +36,16 @@ fn name_for(url: &url::Url, output: Option<&Path>) -> String {
     name
 }
 
-/// The one request: headers (names lower-cased) and the JSON body.
-async fn fetch(url: &url::Url) -> anyhow::Result<(Vec<(String, String)>, serde_json::Value)> {
+/// What the one request gave.
+enum Body {
+    /// A JSON API's page.
+    Json(serde_json::Value),
+    /// A web page, decoded.
+    Page(String),
+}
+
+/// The one request: headers (names lower-cased) and the body.
+async fn fetch(url: &url::Url) -> anyhow::Result<(Vec<(String, String)>, Body)> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("ingest/", env!("CARGO_PKG_VERSION")))
@@ -63,12 +71,22 @@ async fn fetch(url: &url::Url) -> anyhow::Result<(Vec<(String, String)>, serde_j
         .await
         .map_err(|e| anyhow::anyhow!("GET {url}: {}", e.without_url()))?;
     if !status.is_success() {
-        anyhow::bail!("GET {url}: HTTP {status}; expected 200 with a JSON body");
+        anyhow::bail!("GET {url}: HTTP {status}; expected 200 with a JSON body or a web page");
+    }
+    let ctype = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map_or("", |(_, v)| v.as_str());
+    if ctype.contains("html") {
+        let text = crate::source::formats::decode_html(&body, ctype);
+        return Ok((headers.clone(), Body::Page(text)));
     }
     let json = serde_json::from_slice(&body).map_err(|e| {
-        anyhow::anyhow!("GET {url}: the response is not JSON ({e}); `ingest init` reads JSON APIs")
+        anyhow::anyhow!(
+            "GET {url}: the response is not JSON ({e}), nor a web page by its content type ({ctype}); `ingest init` reads JSON APIs and web pages"
+        )
     })?;
-    Ok((headers, json))
+    Ok((headers, Body::Json(json)))
 }
 
 pub(super) async fn init(url: &str, output: Option<PathBuf>, force: bool) -> anyhow::Result<i32> {
@@ -94,14 +112,13 @@ pub(super) async fn init(url: &str, output: Option<PathBuf>, force: bool) -> any
         return Ok(2);
     }
     let (headers, body) = fetch(&url).await?;
+    let body = match body {
+        Body::Json(b) => b,
+        Body::Page(html) => return page(&url, &html, &name, &path),
+    };
     let found = crate::init::detect(&url, &headers, &body);
     let text = crate::init::render(&url, &found, &name);
-    if let Err(e) = config::load_str(&text, &path, &LoadOptions::default()) {
-        anyhow::bail!(
-            "the file ingest init made does not validate, which is a bug; please report it:\n{e}\n{text}"
-        );
-    }
-    std::fs::write(&path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    write_checked(&path, &text)?;
     say!(
         "wrote {}: {} records at `{}`, {} pagination; next: ingest preview {}",
         path.display(),
@@ -115,6 +132,39 @@ pub(super) async fn init(url: &str, output: Option<PathBuf>, force: bool) -> any
         path.display()
     );
     Ok(0)
+}
+
+/// A web page: a scrape of it.
+fn page(url: &url::Url, html: &str, name: &str, path: &Path) -> anyhow::Result<i32> {
+    let found = crate::init::detect_page(url, html);
+    let text = crate::init::render_page(url, &found, name);
+    write_checked(path, &text)?;
+    say!(
+        "wrote {}: a web page, {} record(s){}, {}; next: ingest preview {}",
+        path.display(),
+        found.count,
+        found
+            .each
+            .as_deref()
+            .map(|e| format!(" (one per `{e}`)"))
+            .unwrap_or_default(),
+        match &found.next {
+            Some(n) => format!("next_url pagination by `{n}`"),
+            None => "no pagination".to_string(),
+        },
+        path.display()
+    );
+    Ok(0)
+}
+
+/// Write the file, once the loader `validate` uses accepts it.
+fn write_checked(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Err(e) = config::load_str(text, path, &LoadOptions::default()) {
+        anyhow::bail!(
+            "the file ingest init made does not validate, which is a bug; please report it:\n{e}\n{text}"
+        );
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn kind_name(g: &crate::init::Guess) -> &'static str {
