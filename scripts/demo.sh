@@ -31,4 +31,5 @@ echo "  $bin/ingest status pipelines/*.toml                  # each pipeline's l
 echo "  $bin/ingest validate pipelines/examples/*.toml       # one example per pagination kind"
 echo "  $bin/ingest run pipelines/files.toml                   # the JSON files in examples/files/ into data/orders.db"
 echo "  $bin/ingest run pipelines/scrape.toml                  # the pages in pipelines/urls.txt (needs make mock)"
+echo "  $bin/ingest run pipelines/listing.toml                 # a listing of pages, by their next links (needs make mock)"
 echo "  $bin/ingest --help                                   # every command; docs/reference.md for the pipeline file"
