@@ -298,29 +298,35 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// The pipeline file for a detected API, with comments on each guess.
-pub fn render(url: &Url, d: &Detected, name: &str) -> String {
+/// The file's head and the start of `[source]`: the URL's origin, path and
+/// query parameters, `extra` lines after them.
+fn head(url: &Url, name: &str, from: &str, extra: &str, params: &[(String, String)]) -> String {
     let base = format!(
         "{}://{}",
         url.scheme(),
         url.host_str().unwrap_or("localhost")
     ) + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
     let mut out = format!(
-        "# Written by `ingest init {url}` from one response: check the guesses,\n\
+        "# Written by `ingest init {url}` from {from},\n\
          # then `ingest validate` and `ingest preview` this file.\n\
-         name = {}\n\n[source]\nkind = \"http\"\nbase_url = {}\npath = {}\n",
+         name = {}\n\n[source]\nkind = \"http\"\nbase_url = {}\npath = {}\n{extra}",
         q(name),
         q(&base),
         q(url.path())
     );
-    if !d.params.is_empty() {
-        let ps: Vec<String> = d
-            .params
+    if !params.is_empty() {
+        let ps: Vec<String> = params
             .iter()
             .map(|(k, v)| format!("{} = {}", q(k), q(v)))
             .collect();
         out.push_str(&format!("params = {{ {} }}\n", ps.join(", ")));
     }
+    out
+}
+
+/// The pipeline file for a detected API, with comments on each guess.
+pub fn render(url: &Url, d: &Detected, name: &str) -> String {
+    let mut out = head(url, name, "one response: check the guesses", "", &d.params);
     out.push_str(&format!(
         "# {} records on the first page{}\nrecords = {}\n",
         d.count,
@@ -455,27 +461,13 @@ pub fn detect_page(url: &Url, html: &str) -> PageGuess {
 
 /// The pipeline file for a scrape of a page, with comments on each guess.
 pub fn render_page(url: &Url, g: &PageGuess, name: &str) -> String {
-    let base = format!(
-        "{}://{}",
-        url.scheme(),
-        url.host_str().unwrap_or("localhost")
-    ) + &url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let mut out = format!(
-        "# Written by `ingest init {url}` from one web page: check the selectors,\n\
-         # then `ingest validate` and `ingest preview` this file.\n\
-         name = {}\n\n[source]\nkind = \"http\"\nbase_url = {}\npath = {}\nformat = \"html\"\n",
-        q(name),
-        q(&base),
-        q(url.path())
+    let mut out = head(
+        url,
+        name,
+        "one web page: check the selectors",
+        "format = \"html\"\n",
+        &g.params,
     );
-    if !g.params.is_empty() {
-        let ps: Vec<String> = g
-            .params
-            .iter()
-            .map(|(k, v)| format!("{} = {}", q(k), q(v)))
-            .collect();
-        out.push_str(&format!("params = {{ {} }}\n", ps.join(", ")));
-    }
     out.push_str(
         "rate_limit = \"2/s\"              # be gentle with a web site\n\n[source.html]\n",
     );
