@@ -6,7 +6,8 @@
 //! does not parse, failing the run or recorded as a reject; a JSON document
 //! streamed from its records path, killed inside its array and resumed
 //! exactly, and one cut short storing nothing; files into PostgreSQL, one
-//! process SIGKILLed and two more sharing the rest.
+//! process SIGKILLed and two more sharing the rest; gzipped NDJSON (two
+//! members) and CSV killed and resumed inside the decompressed content.
 
 use crate::common;
 
@@ -290,6 +291,61 @@ async fn a_json_document_that_does_not_parse_stores_nothing() {
         "{}",
         out.stderr
     );
+}
+
+/// `text` gzip-compressed.
+fn gz(text: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    e.finish().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_files_are_read_and_resume_inside_exactly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("in")).unwrap_or_else(|e| panic!("{e}"));
+    // two gzip members one after the other, as `cat a.gz b.gz` makes
+    let mut members = gz(&ndjson(1, 15_000));
+    members.extend(gz(&ndjson(15_001, 15_000)));
+    std::fs::write(d.join("in/big.ndjson.gz"), members).unwrap_or_else(|e| panic!("{e}"));
+    let mut csv = String::from("\u{feff}id,name\n");
+    for id in 30_001..=40_000u64 {
+        csv.push_str(&format!("{id},\"row, {id}\"\n"));
+    }
+    std::fs::write(d.join("in/rows.csv.gz"), gz(&csv)).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(pipeline(d, "", "[sink.columns]\nid = \"integer\""))
+        .unwrap_or_default()
+        .replace(
+            r#"paths = ["in/*.json", "in/**/*.ndjson", "in/*.csv"]"#,
+            r#"paths = ["in/*.gz"]"#,
+        );
+    let p = write(d, "p.toml", &text).display().to_string();
+    let db = d.join("out.db");
+    for (i, at) in [3_000, 12_000].into_iter().enumerate() {
+        kill_when_committed(d, "http://127.0.0.1:9", &p, &db, at, &format!("kill {i}")).await;
+    }
+    let saved = scalar(
+        &db,
+        "SELECT count(*) FROM _ingest_state WHERE resume LIKE '%offset%'",
+    )
+    .await;
+    assert!(saved >= 1, "no resume point inside a compressed file");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = ids(&db).await;
+    assert_eq!(got.len(), 40_000, "rows");
+    assert!(
+        got == (1..=40_000).collect::<Vec<i64>>(),
+        "every record once"
+    );
+    assert_eq!(
+        scalar(&db, "SELECT sum(records) FROM _ingest_runs").await,
+        40_000
+    );
+    let last = rows(&db, "recs", "id").await.pop().unwrap_or_default();
+    assert_eq!(last["name"], "row, 40000", "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

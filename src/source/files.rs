@@ -5,7 +5,8 @@
 //! A file is read on a blocking thread and handed over in pages of
 //! [`PAGE_RECORDS`] records through a channel of two, so memory stays flat
 //! for any size: NDJSON line by line, CSV row by row (the `csv` crate; the
-//! header row names the fields), a JSON document record by record from the
+//! header row names the fields; a `.gz` file through a decoder, its offsets
+//! counting decompressed bytes), a JSON document record by record from the
 //! array at `records` (`document.rs`), after a first pass that checks it
 //! whole.
 //! Each page's resume point is where the next one starts: a byte offset
@@ -237,6 +238,12 @@ fn format_of(configured: FileFormat, path: &Path) -> FileFormat {
     if configured != FileFormat::Auto {
         return configured;
     }
+    // `x.ndjson.gz` is NDJSON
+    let path = if gzipped(path) {
+        Path::new(path.file_stem().unwrap_or_default())
+    } else {
+        path
+    };
     match path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -248,21 +255,53 @@ fn format_of(configured: FileFormat, path: &Path) -> FileFormat {
     }
 }
 
+/// Whether a file is gzip-compressed (`.gz`): it is read through a
+/// decoder, and its offsets count decompressed bytes.
+fn gzipped(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// A file's content as a reader: the bytes, or a `.gz` file decompressed.
+type Content = Box<dyn Read + Send>;
+
 impl Reading {
     fn err(&self, message: impl Into<String>) -> HttpError {
         file_err(&self.path, message)
     }
 
-    fn open(&self) -> Result<std::fs::File, HttpError> {
-        std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))
+    /// The file's content from its start (decompressed, for `.gz`).
+    fn open(&self) -> Result<Content, HttpError> {
+        let file =
+            std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
+        Ok(match gzipped(&self.path) {
+            // several gzip members one after the other are one stream (`cat a.gz b.gz`)
+            true => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                file,
+            ))),
+            false => Box::new(file),
+        })
     }
 
-    /// The file, from byte `at` on.
-    fn open_at(&self, at: u64) -> Result<std::fs::File, HttpError> {
-        let mut file = self.open()?;
-        file.seek(SeekFrom::Start(at))
-            .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
-        Ok(file)
+    /// The content from byte `at` on: a seek, or for a compressed file the
+    /// first `at` bytes decompressed and dropped.
+    fn open_at(&self, at: u64) -> Result<Content, HttpError> {
+        if !gzipped(&self.path) {
+            let mut file = std::fs::File::open(&self.path)
+                .map_err(|e| self.err(format!("cannot open: {e}")))?;
+            file.seek(SeekFrom::Start(at))
+                .map_err(|e| self.err(format!("cannot seek to byte {at}: {e}")))?;
+            return Ok(Box::new(file));
+        }
+        let mut content = self.open()?;
+        let skipped = std::io::copy(&mut (&mut content).take(at), &mut std::io::sink())
+            .map_err(|e| self.err(format!("cannot decompress: {e}")))?;
+        if skipped < at {
+            return Err(self.err(format!(
+                "the decompressed content ends at byte {skipped}, before {at}"
+            )));
+        }
+        Ok(content)
     }
 
     /// Where the content starts: past the UTF-8 byte order mark that
@@ -365,7 +404,11 @@ impl Reading {
         if self.format != FileFormat::Csv {
             return Ok(Layout::Ndjson);
         }
-        let tsv = self.path.extension().is_some_and(|e| e == "tsv");
+        let plain = match gzipped(&self.path) {
+            true => Path::new(self.path.file_stem().unwrap_or_default()),
+            false => self.path.as_path(),
+        };
+        let tsv = plain.extension().is_some_and(|e| e == "tsv");
         let delimiter = match self.cfg.delimiter.as_deref().and_then(|d| d.bytes().next()) {
             Some(d) => d,
             None if tsv => b'\t',
@@ -484,6 +527,9 @@ mod tests {
         assert_eq!(f("a.JSONL"), FileFormat::Ndjson);
         assert_eq!(f("a.csv"), FileFormat::Csv);
         assert_eq!(f("a.json"), FileFormat::Json);
+        assert_eq!(f("dir/a.ndjson.gz"), FileFormat::Ndjson);
+        assert_eq!(f("a.tsv.GZ"), FileFormat::Csv);
+        assert_eq!(f("a.json.gz"), FileFormat::Json);
         assert_eq!(
             format_of(FileFormat::Csv, Path::new("a.txt")),
             FileFormat::Csv
