@@ -161,6 +161,37 @@ async fn a_directory_that_cannot_be_listed_is_named_not_skipped_in_silence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_columns_are_never_overwritten_nor_dropped_in_silence() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // a repeated and an empty column name; a row with a value past the header
+    put(
+        d,
+        "in/c.csv",
+        "id,name,name,\n1,a,b,c\n2,d,e,f,stray\n3,g,h,i,\n",
+    );
+    let p = pipeline(d, "on_error = \"skip\"", "[sink.columns]\nid = \"integer\"");
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let db = d.join("out.db");
+    assert_eq!(
+        rows(&db, "recs", "id").await,
+        vec![
+            json!({"id": 1, "name": "a", "name_2": "b", "column_4": "c"}),
+            json!({"id": 3, "name": "g", "name_2": "h", "column_4": "i"}),
+        ]
+    );
+    let rejects = rows(&db, "_ingest_rejects", "id").await;
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(
+        rejects[0]["reason"].as_str().is_some_and(
+            |r| r.contains("the row has a value in field 5 and the header names 4 fields")
+        ),
+        "{rejects:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_midway_resume_inside_the_files_exactly() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();

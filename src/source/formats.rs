@@ -359,7 +359,50 @@ pub fn csv_names(reader: impl std::io::Read, delimiter: u8) -> Result<Vec<String
     let names = r
         .headers()
         .map_err(|e| format!("cannot read the header row: {e}"))?;
-    Ok(names.iter().map(str::to_string).collect())
+    Ok(unique_names(names))
+}
+
+/// A header row's names as record keys that keep every column: an empty
+/// name becomes `column_N` (its position from 1), and a repeated one gets
+/// `_2`, `_3`, … so that no column overwrites another.
+fn unique_names(header: &csv::StringRecord) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let name = match name.trim() {
+                "" => format!("column_{}", i + 1),
+                _ => name.to_string(),
+            };
+            let mut unique = name.clone();
+            let mut n = 1;
+            while !seen.insert(unique.clone()) {
+                n += 1;
+                unique = format!("{name}_{n}");
+            }
+            unique
+        })
+        .collect()
+}
+
+/// One CSV row as a record; a row with more non-empty fields than the
+/// header names does not parse (its extra values would have no name).
+fn csv_record(names: &[String], row: &csv::StringRecord) -> Result<Value, String> {
+    if let Some(extra) = row.iter().skip(names.len()).position(|v| !v.is_empty()) {
+        return Err(format!(
+            "the row has a value in field {} and the header names {} fields",
+            names.len() + extra + 1,
+            names.len()
+        ));
+    }
+    Ok(Value::Object(
+        names
+            .iter()
+            .zip(row.iter())
+            .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+            .collect(),
+    ))
 }
 
 fn read_csv(
@@ -375,25 +418,17 @@ fn read_csv(
         .from_reader(reader);
     let names = match names {
         Some(n) => n,
-        None => r
-            .headers()
-            .map_err(|e| format!("cannot read the header row: {e}"))?
-            .iter()
-            .map(str::to_string)
-            .collect(),
+        None => unique_names(
+            r.headers()
+                .map_err(|e| format!("cannot read the header row: {e}"))?,
+        ),
     };
     let mut row = csv::StringRecord::new();
     loop {
         let start = r.position().byte();
         let record = match r.read_record(&mut row) {
             Ok(false) => return Ok(()),
-            Ok(true) => Ok(Value::Object(
-                names
-                    .iter()
-                    .zip(row.iter())
-                    .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
-                    .collect(),
-            )),
+            Ok(true) => csv_record(&names, &row),
             Err(e) if e.is_io_error() => return Err(format!("cannot read at byte {start}: {e}")),
             Err(e) => Err(e.to_string()),
         };
@@ -464,5 +499,34 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn csv_columns_keep_every_value_and_extra_values_do_not_parse() {
+        let text = "id,name,name,,note\n1,a,b,c,d\n2,e,f,g,h,\n3,i,j,k,l,stray\n4,m\n";
+        let mut got = Vec::new();
+        let layout = Layout::Csv {
+            delimiter: b',',
+            names: None,
+        };
+        let read = read_records(text.as_bytes(), layout, |r, _, _| {
+            got.push(r);
+            Flow::Go
+        });
+        assert_eq!(read, Ok(()));
+        let row = |id: &str, n: &str, n2: &str, c4: &str, note: &str| {
+            Ok(serde_json::json!({"id": id, "name": n, "name_2": n2, "column_4": c4, "note": note}))
+        };
+        assert_eq!(got[0], row("1", "a", "b", "c", "d"));
+        assert_eq!(
+            got[1],
+            row("2", "e", "f", "g", "h"),
+            "a trailing empty field is no value"
+        );
+        assert_eq!(
+            got[2],
+            Err("the row has a value in field 6 and the header names 5 fields".to_string())
+        );
+        assert_eq!(got[3], Ok(serde_json::json!({"id": "4", "name": "m"})));
     }
 }
