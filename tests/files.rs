@@ -192,6 +192,33 @@ async fn csv_columns_are_never_overwritten_nor_dropped_in_silence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_files_source_that_would_read_its_own_output_is_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    put(d, "in/a.ndjson", &ndjson(1, 3));
+    let text = "[source]\nkind = \"files\"\npaths = [\"in/*.ndjson\", \"in/*.jsonl\"]\n\
+                [sink]\nkind = \"jsonl\"\npath = \"in/all.jsonl\"\n";
+    let p = write(d, "p.toml", text).display().to_string();
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("sink.path: is matched by source.paths `in/*.jsonl`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.join("in/all.jsonl").exists(), "nothing is created");
+    // written beside the folder instead, it runs
+    let p = write(d, "p.toml", &text.replace("in/all.jsonl", "all.jsonl"))
+        .display()
+        .to_string();
+    let out = ingest(d, "http://127.0.0.1:9", &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines = std::fs::read_to_string(d.join("all.jsonl")).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_midway_resume_inside_the_files_exactly() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();

@@ -382,6 +382,44 @@ pub(super) fn files(f: &FilesSourceConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     }
 }
 
+/// A files source must not read the JSON Lines file its sink writes: every
+/// run would read the lines the last one wrote, and store them again.
+pub(super) fn own_output(
+    f: &FilesSourceConfig,
+    sink: &SinkConfig,
+    ctx: &Ctx<'_>,
+    tree: &DeTable<'_>,
+) {
+    let SinkConfig::Jsonl(c) = sink else {
+        return;
+    };
+    if c.is_stdout() {
+        return;
+    }
+    for g in &f.paths {
+        let Ok(glob) = globset::GlobBuilder::new(g).literal_separator(true).build() else {
+            continue;
+        };
+        let candidate = match Path::new(g).is_absolute() {
+            true => c.path.as_path(),
+            false => match c.path.strip_prefix(&f.base) {
+                Ok(rel) => rel,
+                Err(_) => continue,
+            },
+        };
+        if glob.compile_matcher().is_match(candidate) {
+            ctx.push(ctx.key(
+                tree,
+                "sink.path",
+                format!(
+                    "is matched by source.paths `{g}`: each run would read the lines the last one wrote and store them again; write the file elsewhere, or narrow the glob"
+                ),
+            ));
+            return;
+        }
+    }
+}
+
 /// A JSON Lines sink: a file (or `-`) and a write mode a file can keep.
 pub(super) fn jsonl(c: &JsonlSinkConfig, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     if c.write == WriteMode::Merge {

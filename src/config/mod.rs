@@ -715,7 +715,10 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
 fn check(p: &Pipeline, ctx: &Ctx<'_>, tree: &DeTable<'_>) {
     match &p.source {
         SourceConfig::Http(h) => check_source(h, ctx, tree),
-        SourceConfig::Files(f) => checks::files(f, ctx, tree),
+        SourceConfig::Files(f) => {
+            checks::files(f, ctx, tree);
+            checks::own_output(f, &p.sink, ctx, tree);
+        }
     }
     check_sink(p, ctx, tree);
     for (i, t) in p.transforms.iter().enumerate() {
