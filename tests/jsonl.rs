@@ -161,6 +161,42 @@ async fn a_dash_writes_records_to_standard_output_and_the_report_to_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_closes_standard_output_ends_the_run_quietly() {
+    use tokio::io::AsyncBufReadExt;
+    let api = mock(5_000).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = pipeline(dir.path(), "append", "-", 1);
+    // `ingest run p.toml | head -2`
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["run", &p])
+        .current_dir(dir.path())
+        .env("API_BASE", api.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    for _ in 0..2 {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert!(line.starts_with('{'), "{line:?}");
+    }
+    drop(lines);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the run did not end after its reader went away"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_into_a_file_is_refused_before_any_request() {
     let api = mock(10).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

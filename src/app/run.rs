@@ -54,6 +54,9 @@ pub(super) async fn run(args: RunArgs, quiet: bool, shutdown: Shutdown) -> i32 {
             write_metrics(file, &samples);
         }
         match result {
+            // `ingest run p.toml | head`: the reader has what it wanted, as
+            // with any Unix filter; standard output keeps no resume state
+            Err(crate::Error::Sink(crate::sink::SinkError::Closed)) => return 0,
             Ok(report) => {
                 // records on standard output: the report goes to stderr
                 let records_on_stdout =

@@ -182,7 +182,10 @@ impl JsonlSink {
             let mut out = std::io::stdout().lock();
             out.write_all(&buf)
                 .and_then(|()| out.flush())
-                .map_err(|e| SinkError::Schema(format!("standard output: {e}")))?;
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => SinkError::Closed,
+                    _ => SinkError::Schema(format!("standard output: {e}")),
+                })?;
             return Ok(Written {
                 rows,
                 rejects: batch.rejects.len() as u64,

@@ -105,6 +105,9 @@ pub enum SinkError {
     /// The data cannot be stored as the pipeline asks.
     #[error("{0}")]
     Schema(String),
+    /// The reader of standard output went away (`ingest run p.toml | head`).
+    #[error("standard output was closed by its reader")]
+    Closed,
     /// A shared run's batch whose claim another process took over.
     #[error(
         "partition {partitions}: another process took this claim over after its lease ran out; the batch was not committed (that process continues from the last committed page)"
