@@ -54,19 +54,43 @@ fn as_text(v: &Value) -> Value {
     }
 }
 
+/// CSV export pages of 700 posts, until an empty page.
+const CSV_PAGES: &str =
+    "kind = \"page_number\"\nparam = \"page\"\nsize_param = \"per_page\"\nsize = 700";
+
+/// Run a pipeline over `path` in `format` into `dir`/out.db; it must succeed.
+async fn run_export(dir: &Path, api: &MockApi, path: &str, format: &str, pagination: &str) -> Out {
+    let p = pipeline(dir, path, format, pagination, "");
+    let out = ingest(dir, &api.url(), &["run", &p]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    out
+}
+
+/// Every post of the mock in `dir`/out.db, as a CSV export gives them (text).
+async fn assert_csv_posts(dir: &Path, api: &MockApi) {
+    let got = rows(&dir.join("out.db"), "posts", "CAST(id AS INTEGER)").await;
+    let want: Vec<Value> = api.dataset().all_posts().map(|p| as_text(&p)).collect();
+    assert_eq!(got.len(), want.len());
+    let first_bad = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(
+        first_bad.is_none(),
+        "row {first_bad:?}: {:?}",
+        first_bad.map(|i| (&got[i], &want[i]))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_ndjson_export_lands_exactly() {
     let api = mock(5_000).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = pipeline(
+    run_export(
         dir.path(),
+        &api,
         "/export/posts.ndjson",
         "ndjson",
         "kind = \"none\"",
-        "",
-    );
-    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .await;
     assert_posts(&dir.path().join("out.db"), "posts", &api).await;
     // one request, read in parts of 1,000 records
     assert_eq!(api.requests().len(), 1);
@@ -84,20 +108,8 @@ async fn a_whole_ndjson_export_lands_exactly() {
 async fn a_paginated_csv_export_keeps_quoted_commas_and_newlines() {
     let api = mock(2_345).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let pagination =
-        "kind = \"page_number\"\nparam = \"page\"\nsize_param = \"per_page\"\nsize = 700";
-    let p = pipeline(dir.path(), "/export/posts.csv", "csv", pagination, "");
-    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let got = rows(&dir.path().join("out.db"), "posts", "CAST(id AS INTEGER)").await;
-    let want: Vec<Value> = api.dataset().all_posts().map(|p| as_text(&p)).collect();
-    assert_eq!(got.len(), want.len());
-    let first_bad = got.iter().zip(&want).position(|(g, w)| g != w);
-    assert!(
-        first_bad.is_none(),
-        "row {first_bad:?}: {:?}",
-        first_bad.map(|i| (&got[i], &want[i]))
-    );
+    run_export(dir.path(), &api, "/export/posts.csv", "csv", CSV_PAGES).await;
+    assert_csv_posts(dir.path(), &api).await;
     // four pages of rows, then an empty page ends the walk
     let pages: Vec<String> = api
         .requests()
@@ -112,24 +124,25 @@ async fn exports_that_start_with_a_byte_order_mark_read_as_without() {
     let api = mock(1_500).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // every page of the CSV export starts with a BOM, as Excel writes one
-    let pagination =
-        "kind = \"page_number\"\nparam = \"page\"\nsize_param = \"per_page\"\nsize = 700";
-    let p = pipeline(dir.path(), "/export/posts.csv?bom=1", "csv", pagination, "");
-    let out = ingest(dir.path(), &api.url(), &["run", &p]).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let got = rows(&dir.path().join("out.db"), "posts", "CAST(id AS INTEGER)").await;
-    let want: Vec<Value> = api.dataset().all_posts().map(|p| as_text(&p)).collect();
-    assert!(got == want, "first row: {:?}", got.first());
+    run_export(
+        dir.path(),
+        &api,
+        "/export/posts.csv?bom=1",
+        "csv",
+        CSV_PAGES,
+    )
+    .await;
+    assert_csv_posts(dir.path(), &api).await;
     let ndjson = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let p = pipeline(
-        ndjson.path(),
+    let nd = ndjson.path();
+    run_export(
+        nd,
+        &api,
         "/export/posts.ndjson?bom=1",
         "ndjson",
         "kind = \"none\"",
-        "",
-    );
-    let out = ingest(ndjson.path(), &api.url(), &["run", &p]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    )
+    .await;
     assert_posts(&ndjson.path().join("out.db"), "posts", &api).await;
 }
 
